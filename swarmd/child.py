@@ -1,0 +1,246 @@
+"""Life inside a fork: signals, parent-death fencing, output, then the app or an exec.
+
+Runs in the child between fork and the app; it never returns (os._exit), so no supervisor
+cleanup code ever runs twice. It never imports the supervisor.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib
+import logging
+import os
+import signal
+import sys
+import threading
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+from swarmd import sd
+from swarmd.api import Node
+from swarmd.events import NODE_IDENTIFIER
+
+PR_SET_PDEATHSIG = 1
+ORPHAN_POLL = 0.2  # seconds between parent checks
+ORPHAN_GRACE = 0.6  # an orphan's app gets this long to return after `stopping` is set
+EXIT_EXEC_FAILED = 127
+_LEVEL_PRIORITY = ((logging.CRITICAL, 2), (logging.ERROR, 3), (logging.WARNING, 4),
+                   (logging.INFO, 6))
+
+
+@dataclass
+class ChildSpec:
+    """Everything a child needs, prepared by the supervisor before the fork."""
+
+    node_id: int
+    generation: int
+    supervisor_pid: int
+    health_fd: int
+    stdout_fd: int
+    stderr_fd: int
+    close_fds: list[int]
+    env: dict[str, str]
+    journal: bool  # write logs and tracebacks to the journal directly
+    app: Callable[[Node], Any] | str | None = None
+    command: tuple[str, ...] | None = None
+    extra_fields: dict[str, Any] = field(default_factory=dict)
+
+
+def _prctl_pdeathsig(sig: int) -> None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # the parent check below still fences the node
+
+
+def _priority(level: int) -> int:
+    for threshold, priority in _LEVEL_PRIORITY:
+        if level >= threshold:
+            return priority
+    return 7
+
+
+class JournalHandler(logging.Handler):
+    """node.log records straight to the journal, tagged with the node."""
+
+    def __init__(self, fields: dict[str, Any]) -> None:
+        super().__init__()
+        self.fields = fields
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = self.format(record)
+            sd.journal_send(message, PRIORITY=_priority(record.levelno),
+                            LOGGER=record.name, CODE_FILE=record.pathname,
+                            CODE_LINE=record.lineno, CODE_FUNC=record.funcName, **self.fields)
+        except Exception:
+            self.handleError(record)
+
+
+def _node_fields(spec: ChildSpec) -> dict[str, Any]:
+    return {"SYSLOG_IDENTIFIER": NODE_IDENTIFIER, "SWARMD_NODE_ID": spec.node_id,
+            "SWARMD_NODE_GENERATION": spec.generation, "SWARMD_NODE_PID": os.getpid()}
+
+
+def _reset_signals() -> None:
+    signal.set_wakeup_fd(-1)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTSTP,
+                signal.SIGTTIN, signal.SIGTTOU, signal.SIGCHLD, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+
+
+def _setup_stdio(spec: ChildSpec) -> None:
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.dup2(spec.stdout_fd, 1)
+    os.dup2(spec.stderr_fd, 2)
+    for fd in {devnull, spec.stdout_fd, spec.stderr_fd} - {0, 1, 2}:
+        os.close(fd)
+
+
+def _close_supervisor_fds(spec: ChildSpec) -> None:
+    for fd in spec.close_fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def main(spec: ChildSpec) -> NoReturn:
+    """The child's whole life; always ends in os._exit."""
+    code = 70
+    try:
+        code = _run(spec)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:
+        try:
+            sys.stderr.write(traceback.format_exc())
+        except Exception:
+            pass
+        code = 1
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        os._exit(code)
+
+
+def _run(spec: ChildSpec) -> int:
+    _reset_signals()
+    os.setpgid(0, 0)  # the terminal's ^C reaches the supervisor only, which stops in order
+    # A command node cannot run a parent check after exec, so its fence is a hard one.
+    _prctl_pdeathsig(signal.SIGKILL if spec.command else signal.SIGTERM)
+    if os.getppid() != spec.supervisor_pid:
+        return 0  # the supervisor died between fork and prctl
+    _close_supervisor_fds(spec)
+    _setup_stdio(spec)
+    os.environ.update(spec.env)
+    os.environ["SWARMD_NODE_ID"] = str(spec.node_id)
+    os.environ["SWARMD_NODE_GENERATION"] = str(spec.generation)
+    if spec.command:
+        return _exec(spec)
+    return _run_app(spec)
+
+
+def _exec(spec: ChildSpec) -> int:
+    os.set_inheritable(spec.health_fd, True)
+    os.environ["SWARMD_HEALTH_FD"] = str(spec.health_fd)
+    assert spec.command is not None
+    try:
+        os.execvpe(spec.command[0], list(spec.command), os.environ)
+    except OSError as exc:
+        sys.stderr.write(f"swarmd: cannot execute {spec.command[0]}: {exc.strerror}\n")
+    return EXIT_EXEC_FAILED
+
+
+def resolve(app: Callable[[Node], Any] | str | None) -> Callable[[Node], Any]:
+    if callable(app):
+        return app
+    if not isinstance(app, str):
+        raise TypeError("no app to run")
+    module_name, _, attr = app.partition(":")
+    target: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        target = getattr(target, part)
+    return target
+
+
+def _setup_logging(spec: ChildSpec) -> logging.Logger:
+    root = logging.getLogger()
+    if spec.journal:
+        for handler in list(root.handlers):  # inherited handlers would write to the pipe twice
+            root.removeHandler(handler)
+        handler: logging.Handler = JournalHandler(_node_fields(spec))
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        root.addHandler(handler)
+    elif not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+    if root.level == logging.WARNING or root.level == logging.NOTSET:
+        root.setLevel(logging.INFO)
+    return logging.getLogger("swarmd.node")
+
+
+def _dump_stacks(log: logging.Logger) -> None:
+    """Every thread's stack as one entry (SIGTTIN), written from a helper thread so that the
+    main thread is shown where the app really is, not inside a signal handler."""
+    frames = sys._current_frames()
+    me = threading.get_ident()
+    parts = []
+    for thread in threading.enumerate():
+        frame = frames.get(thread.ident) if thread.ident is not None else None
+        if frame is None or thread.ident == me:
+            continue
+        stack = "".join(traceback.format_stack(frame))
+        parts.append(f'Thread "{thread.name}" ({thread.ident}):\n{stack}')
+    log.info("stacks of %d threads (SIGTTIN):\n%s", len(parts), "\n".join(parts))
+
+
+def _watch_parent(node: Node, spec: ChildSpec) -> None:
+    """The parent check behind PR_SET_PDEATHSIG: an orphan stops, then exits within a second."""
+    while not node.orphaned:
+        threading.Event().wait(ORPHAN_POLL)
+    node.stopping.set()
+    threading.Event().wait(ORPHAN_GRACE)
+    os._exit(0)
+
+
+def _run_app(spec: ChildSpec) -> int:
+    if sys.stdout is not None:
+        sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    os.set_blocking(spec.health_fd, False)
+    log = _setup_logging(spec)
+    node = Node(spec.node_id, spec.generation, spec.health_fd, log, spec.supervisor_pid)
+    signal.signal(signal.SIGTERM, lambda *_: node.stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: node.stopping.set())
+    signal.signal(signal.SIGQUIT, lambda *_: node.stopping.set())
+    signal.signal(signal.SIGTSTP, lambda *_: node.quieting.set())
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGTTIN, lambda *_: threading.Thread(
+        target=_dump_stacks, args=(log,), name="swarmd-stacks", daemon=True).start())
+    threading.Thread(target=_watch_parent, args=(node, spec), name="swarmd-parent-check",
+                     daemon=True).start()
+    try:
+        app = resolve(spec.app)
+        result = app(node)
+    except SystemExit:
+        raise
+    except BaseException:
+        text = traceback.format_exc()
+        if spec.journal:
+            sd.journal_send(text.rstrip(), PRIORITY=3, **_node_fields(spec))
+        else:
+            sys.stderr.write(text)
+        return 1
+    if isinstance(result, int) and not isinstance(result, bool):
+        return result & 0xFF
+    return 0

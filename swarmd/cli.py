@@ -1,0 +1,135 @@
+"""Command line: run, check, status, reload, quiet."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from swarmd import __version__, config
+from swarmd.control import ControlError, ControlServer, request, runtime_dir
+from swarmd.status import NodeRow, format_table
+
+EXIT_CONFIG = 78  # EX_CONFIG: systemd's RestartPreventExitStatus=78 stops a restart loop
+
+
+def config_path(arg: str | None) -> str:
+    return arg or os.environ.get("SWARMD_CONFIG") or config.DEFAULT_PATH
+
+
+def _load(path: str) -> config.Config | None:
+    try:
+        return config.load(path)
+    except config.ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(f"swarmd: {path} is not valid; fix the lines above, then `swarmd check -c {path}`",
+              file=sys.stderr)
+        return None
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    path = config_path(args.config)
+    cfg = _load(path)
+    if cfg is None:
+        return EXIT_CONFIG
+    what = " ".join(cfg.command) if cfg.command else cfg.app
+    print(f"{path}: valid: {cfg.nodes} node(s) running {what}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from swarmd.supervisor import PreloadError, Supervisor  # keep check/status imports light
+
+    path = config_path(args.config)
+    cfg = _load(path)
+    if cfg is None:
+        return EXIT_CONFIG
+    supervisor = Supervisor(cfg)
+    try:
+        supervisor.preload()
+    except PreloadError as exc:
+        print(f"swarmd: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    directory = runtime_dir()
+    try:
+        supervisor.attach_control(ControlServer(directory, supervisor.handle_request))
+    except ControlError as exc:
+        print(f"swarmd: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"swarmd: warning: no control socket in {directory} ({exc.strerror}); "
+              f"swarmd status/reload/quiet will not reach this supervisor; set "
+              f"RUNTIME_DIRECTORY to a writable directory", file=sys.stderr)
+    return supervisor.run()
+
+
+def _ask(args: argparse.Namespace, payload: dict[str, object], timeout: float | None
+         ) -> dict[str, object] | None:
+    directory = args.runtime_dir or runtime_dir(args.instance)
+    try:
+        return request(directory, payload, timeout)
+    except ControlError as exc:
+        print(f"swarmd: {exc}", file=sys.stderr)
+        return None
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    reply = _ask(args, {"command": "status"}, 10.0)
+    if reply is None:
+        return 3  # LSB: program is not running
+    if args.json:
+        print(json.dumps(reply, indent=2))
+        return 0
+    rows = [NodeRow.from_dict(node) for node in reply.get("nodes", [])]  # type: ignore[union-attr]
+    print(f"swarmd (pid {reply.get('pid')}): {reply.get('status')}")
+    print(format_table(rows))
+    return 0
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    reply = _ask(args, {"command": "reload"}, None)
+    if reply is None:
+        return 1
+    print(reply.get("message") or reply.get("error"), file=sys.stderr)
+    return 0 if reply.get("ok") else 1
+
+
+def cmd_quiet(args: argparse.Namespace) -> int:
+    reply = _ask(args, {"command": "quiet"}, 10.0)
+    if reply is None:
+        return 1
+    print(reply.get("message") or reply.get("error"), file=sys.stderr)
+    return 0 if reply.get("ok") else 1
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="swarmd", description=__doc__)
+    top.add_argument("--version", action="version", version=f"swarmd {__version__}")
+    sub = top.add_subparsers(dest="cmd", required=True)
+    for name, func, text in (("run", cmd_run, "run the supervisor in the foreground"),
+                             ("check", cmd_check, "validate the config")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("-c", "--config", help="config file (default: $SWARMD_CONFIG, "
+                                              "else /etc/swarmd.yaml)")
+        p.set_defaults(func=func)
+    for name, func, text in (("status", cmd_status, "show every node of the running swarmd"),
+                             ("reload", cmd_reload, "reload and wait until it finished"),
+                             ("quiet", cmd_quiet, "quiet every node (SIGTSTP)")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("-i", "--instance", help="the instance of swarmd@INSTANCE.service")
+        p.add_argument("--runtime-dir", help="the runtime directory holding control.sock "
+                                             "(default: $RUNTIME_DIRECTORY, else /run/swarmd)")
+        if name == "status":
+            p.add_argument("--json", action="store_true", help="machine-readable output")
+        p.set_defaults(func=func)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 130

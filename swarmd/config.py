@@ -1,0 +1,359 @@
+"""YAML configuration -> frozen dataclasses.
+
+Every validation lives here, so `swarmd check`, `swarmd run` and a reload all refuse the same
+files with the same messages: one line per problem, naming the key path and its YAML line.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from swarmd.health import ACTIONS, PRIORITIES, HealthCode, HealthTable
+
+DEFAULT_PATH = "/etc/swarmd.yaml"
+MAX_NODES = 4096
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_APP = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_CODE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+RESERVED_ENV = ("SWARMD_NODE_ID", "SWARMD_NODE_GENERATION", "SWARMD_HEALTH_FD",
+                "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+
+
+class ConfigError(Exception):
+    """A config that must not be used; `problems` holds one readable line each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    boot: float = 60.0
+    report: float = 60.0
+    shutdown: float = 30.0
+    drain: float = 30.0
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    delay: float = 1.0
+    max_delay: float = 60.0
+    reset_after: float = 60.0
+    give_up_after: int = 10
+
+
+@dataclass(frozen=True)
+class Config:
+    nodes: int = 4
+    app: str = "swarmd.demo:run"
+    command: tuple[str, ...] | None = None
+    preload: bool = True
+    node_id_offset: int = 0
+    env: Mapping[str, str] = field(default_factory=dict)
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    restart: RestartPolicy = field(default_factory=RestartPolicy)
+    reload: str = "rolling"
+    health: HealthTable = field(default_factory=HealthTable)
+    path: str | None = None
+
+    @property
+    def node_ids(self) -> range:
+        return range(self.node_id_offset, self.node_id_offset + self.nodes)
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from a number or a string like `500ms`, `2s`, `1.5m`, `1h`; ValueError if not."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration like 30s, 500ms or 2m")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match:
+            return float(match.group(1)) * _UNITS[match.group(2)]
+    raise ValueError("expected a duration like 30s, 500ms or 2m")
+
+
+def format_duration(seconds: float) -> str:
+    """The inverse of parse_duration for messages: 0.5 -> '500ms', 90 -> '1m30s'."""
+    if seconds < 1 and seconds != 0:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 60:
+        return f"{seconds:g}s"
+    minutes, rest = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{rest}s" if rest else f"{minutes}m"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes}m" if minutes else f"{hours}h"
+
+
+def _key_lines(node: yaml.Node | None, prefix: str = "") -> dict[str, int]:
+    """Map every key path ("timeouts.report", "health.codes.3.name") to its 1-based YAML line."""
+    lines: dict[str, int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            path = f"{prefix}{key_node.value}"
+            lines[path] = value_node.start_mark.line + 1
+            lines["key:" + path] = key_node.start_mark.line + 1
+            lines.update(_key_lines(value_node, path + "."))
+    return lines
+
+
+class _Checker:
+    """Collects problems while reading; each is one line with key path and YAML line."""
+
+    def __init__(self, path: str, lines: dict[str, int]) -> None:
+        self.path = path
+        self.lines = lines
+        self.problems: list[str] = []
+
+    def problem(self, key: str, message: str, *, at_key: bool = False) -> None:
+        line = self.lines.get(("key:" if at_key else "") + key) or self.lines.get(key)
+        where = f"{self.path}:{line}" if line else self.path
+        self.problems.append(f"{where}: {key}: {message}")
+
+    def unknown_keys(self, data: Mapping[str, Any], known: tuple[str, ...], prefix: str) -> None:
+        for key in data:
+            if key not in known:
+                self.problem(f"{prefix}{key}", f"unknown key (known keys: {', '.join(known)})",
+                             at_key=True)
+
+    def mapping(self, data: Any, key: str) -> Mapping[str, Any]:
+        if data is None:
+            return {}
+        if not isinstance(data, Mapping):
+            self.problem(key, f"expected a mapping, got {_describe(data)}")
+            return {}
+        return data
+
+    def duration(self, data: Mapping[str, Any], key: str, prefix: str, default: float,
+                 *, allow_zero: bool = False) -> float:
+        if key not in data:
+            return default
+        try:
+            seconds = parse_duration(data[key])
+        except ValueError as exc:
+            self.problem(prefix + key, f"{exc}, got {_describe(data[key])}")
+            return default
+        if seconds < 0 or (seconds == 0 and not allow_zero):
+            self.problem(prefix + key, f"must be {'>= 0' if allow_zero else '> 0'}, "
+                                       f"got {_describe(data[key])}")
+            return default
+        return seconds
+
+    def integer(self, data: Mapping[str, Any], key: str, prefix: str, default: int,
+                low: int, high: int | None = None) -> int:
+        if key not in data:
+            return default
+        value = data[key]
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.problem(prefix + key, f"expected an integer, got {_describe(value)}")
+            return default
+        if value < low or (high is not None and value > high):
+            bound = f"from {low} to {high}" if high is not None else f">= {low}"
+            self.problem(prefix + key, f"must be {bound}, got {value}")
+            return default
+        return value
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool | int | float | str):
+        return repr(value)
+    return f"a {type(value).__name__}"
+
+
+def _check_permissions(path: str, checker: _Checker) -> None:
+    """The config names code that runs as the service: nobody else may be able to change it."""
+    info = os.stat(path)
+    if info.st_mode & stat.S_IWOTH:
+        checker.problem("file", f"writable by every user (mode {stat.filemode(info.st_mode)}); "
+                                f"it names code that runs as the service: chmod o-w {path}")
+    elif info.st_mode & stat.S_IWGRP and info.st_gid not in (0, os.getgid()):
+        checker.problem("file", f"writable by group {info.st_gid} (mode "
+                                f"{stat.filemode(info.st_mode)}); it names code that runs as the "
+                                f"service: chmod g-w {path}")
+    if info.st_uid not in (0, os.getuid()):
+        checker.problem("file", f"owned by uid {info.st_uid}, who could change the code the "
+                                f"service runs: chown {os.getuid()} {path}")
+
+
+def load(path: str) -> Config:
+    """Read and validate a config file; raise ConfigError listing every problem."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{path}: not UTF-8 text: {exc}"]) from None
+    checker = _Checker(path, {})
+    _check_permissions(path, checker)
+    config = parse(text, path, checker)
+    if checker.problems:
+        raise ConfigError(checker.problems)
+    return config
+
+
+def parse(text: str, path: str = "<config>", checker: _Checker | None = None) -> Config:
+    """Validate YAML text; raise ConfigError listing every problem."""
+    checker = checker or _Checker(path, {})
+    try:
+        data = yaml.safe_load(text)
+        checker.lines = _key_lines(yaml.compose(text, Loader=yaml.SafeLoader))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else path
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([f"{where}: invalid YAML: {problem}"]) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError([f"{path}: the top level must be a mapping of keys, got "
+                           f"{_describe(data)}"])
+    config = _build(data, checker, path)
+    if checker.problems:
+        raise ConfigError(checker.problems)
+    return config
+
+
+_TOP_KEYS = ("nodes", "app", "command", "preload", "node_id_offset", "env", "timeouts",
+             "restart", "reload", "health")
+
+
+def _build(data: Mapping[str, Any], c: _Checker, path: str) -> Config:
+    c.unknown_keys(data, _TOP_KEYS, "")
+    defaults = Config()
+    nodes = defaults.nodes
+    if data.get("nodes") == "auto":
+        nodes = len(os.sched_getaffinity(0)) or 1
+    elif "nodes" in data:
+        nodes = c.integer(data, "nodes", "", defaults.nodes, 1, MAX_NODES)
+    app = defaults.app
+    if "app" in data:
+        if not isinstance(data["app"], str) or not _APP.match(data["app"]):
+            c.problem("app", f'expected "module:function" like "myapp.worker:run", '
+                             f"got {_describe(data['app'])}")
+        else:
+            app = data["app"]
+    command = _command(data, c)
+    if command is not None and "app" in data:
+        c.problem("command", "give either app or command, not both")
+    preload = defaults.preload
+    if "preload" in data:
+        if not isinstance(data["preload"], bool):
+            c.problem("preload", f"expected true or false, got {_describe(data['preload'])}")
+        else:
+            preload = data["preload"]
+    offset = c.integer(data, "node_id_offset", "", 0, 0, 1_000_000)
+    env = _env(c.mapping(data.get("env"), "env"), c)
+    t = c.mapping(data.get("timeouts"), "timeouts")
+    c.unknown_keys(t, ("boot", "report", "shutdown", "drain"), "timeouts.")
+    d = Timeouts()
+    timeouts = Timeouts(
+        boot=c.duration(t, "boot", "timeouts.", d.boot),
+        report=c.duration(t, "report", "timeouts.", d.report),
+        shutdown=c.duration(t, "shutdown", "timeouts.", d.shutdown),
+        drain=c.duration(t, "drain", "timeouts.", d.drain),
+    )
+    r = c.mapping(data.get("restart"), "restart")
+    c.unknown_keys(r, ("delay", "max_delay", "reset_after", "give_up_after"), "restart.")
+    rd = RestartPolicy()
+    restart = RestartPolicy(
+        delay=c.duration(r, "delay", "restart.", rd.delay, allow_zero=True),
+        max_delay=c.duration(r, "max_delay", "restart.", rd.max_delay, allow_zero=True),
+        reset_after=c.duration(r, "reset_after", "restart.", rd.reset_after),
+        give_up_after=c.integer(r, "give_up_after", "restart.", rd.give_up_after, 0),
+    )
+    if restart.max_delay < restart.delay:
+        c.problem("restart.max_delay", f"must be >= restart.delay "
+                                       f"({format_duration(restart.delay)})")
+    reload_mode = data.get("reload", defaults.reload)
+    if reload_mode not in ("rolling", "quiet"):
+        c.problem("reload", f"expected rolling or quiet, got {_describe(reload_mode)}")
+        reload_mode = defaults.reload
+    health = _health(c.mapping(data.get("health"), "health"), c)
+    return Config(nodes=nodes, app=app, command=command, preload=preload, node_id_offset=offset,
+                  env=env, timeouts=timeouts, restart=restart, reload=reload_mode,
+                  health=health, path=path)
+
+
+def _command(data: Mapping[str, Any], c: _Checker) -> tuple[str, ...] | None:
+    if "command" not in data:
+        return None
+    value = data["command"]
+    if isinstance(value, str):
+        c.problem("command", f'expected a list like ["/usr/bin/worker", "--queue", "q1"] '
+                             f"(no shell is used), got {_describe(value)}")
+        return None
+    if (not isinstance(value, list) or not value
+            or not all(isinstance(arg, str | int | float) and not isinstance(arg, bool)
+                       for arg in value)):
+        c.problem("command", f"expected a non-empty list of strings, got {_describe(value)}")
+        return None
+    argv = tuple(str(arg) for arg in value)
+    program = argv[0]
+    if "/" in program:
+        if not (os.path.isfile(program) and os.access(program, os.X_OK)):
+            c.problem("command", f"{program} is not an executable file")
+    elif shutil.which(program) is None:
+        c.problem("command", f"{program} is not found on PATH; give its absolute path")
+    return argv
+
+
+def _env(data: Mapping[str, Any], c: _Checker) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for name, value in data.items():
+        key = f"env.{name}"
+        if not isinstance(name, str) or not _ENV_NAME.match(name):
+            c.problem(key, "not a valid environment variable name", at_key=True)
+        elif name in RESERVED_ENV:
+            c.problem(key, "is set by swarmd itself and cannot be configured", at_key=True)
+        elif isinstance(value, bool) or not isinstance(value, str | int | float):
+            c.problem(key, f'expected a string, got {_describe(value)}; quote it: "..."')
+        else:
+            env[name] = str(value)
+    return env
+
+
+def _health(data: Mapping[str, Any], c: _Checker) -> HealthTable:
+    c.unknown_keys(data, ("codes",), "health.")
+    codes = c.mapping(data.get("codes"), "health.codes")
+    table: dict[int, HealthCode] = {}
+    for code, spec in codes.items():
+        key = f"health.codes.{code}"
+        if isinstance(code, bool) or not isinstance(code, int) or not 1 <= code <= 255:
+            c.problem(key, "a health code must be an integer from 1 to 255 "
+                           "(0 is always healthy)", at_key=True)
+            continue
+        spec = c.mapping(spec, key)
+        c.unknown_keys(spec, ("name", "priority", "action"), key + ".")
+        name = spec.get("name")
+        if not isinstance(name, str) or not _CODE_NAME.match(name):
+            c.problem(key + ".name", f"expected a lowercase name like memory_limit, "
+                                     f"got {_describe(name)}")
+            continue
+        priority = spec.get("priority", "err")
+        if priority not in PRIORITIES:
+            c.problem(key + ".priority", f"expected one of {', '.join(PRIORITIES)}, "
+                                         f"got {_describe(priority)}")
+            continue
+        action = spec.get("action", "restart")
+        if action not in ACTIONS:
+            c.problem(key + ".action", f"expected one of {', '.join(ACTIONS)}, "
+                                       f"got {_describe(action)}")
+            continue
+        table[code] = HealthCode(code, name, priority, action)
+    return HealthTable(table)

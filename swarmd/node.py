@@ -1,0 +1,246 @@
+"""One node process as the supervisor sees it: fork, pipes, pidfd, signals, reads, reaping.
+
+Every signal goes through the pidfd, so a pid that was reaped and reused by another process is
+never signalled; every fd is closed on both sides of the fork and again after the exit.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from swarmd import child
+from swarmd.events import NodeRef
+from swarmd.protocol import HealthBatch, HealthParser, LineSplitter
+
+READ_CHUNK = 65536
+MAX_READS_PER_WAKEUP = 4  # bounded work per node per loop turn: never starve the others
+DRAIN_LIMIT = 1 << 20  # after an exit, read at most this much left-over output
+
+
+class State(enum.Enum):
+    BOOTING = "booting"  # forked, no report yet
+    RUNNING = "running"
+    DRAINING = "draining"  # quieted (TSTP) during a rolling reload
+    STOPPING = "stopping"  # TERM sent, KILL follows after timeouts.shutdown
+    EXITED = "exited"
+
+
+@dataclass
+class ExitStatus:
+    code: int | None
+    signal: int | None
+
+    @classmethod
+    def from_wait(cls, status: int) -> ExitStatus:
+        if os.WIFSIGNALED(status):
+            return cls(None, os.WTERMSIG(status))
+        return cls(os.WEXITSTATUS(status), None)
+
+    def describe(self) -> str:
+        if self.signal is not None:
+            try:
+                name = signal.Signals(self.signal).name
+            except ValueError:
+                name = str(self.signal)
+            return f"killed by {name}"
+        return f"exited with status {self.code}"
+
+    @property
+    def clean(self) -> bool:
+        return self.code == 0
+
+
+class NodeProcess:
+    """One incarnation of a slot. The slot (id) survives restarts; this object does not."""
+
+    def __init__(self, node_id: int, generation: int, pid: int, pidfd: int, health_fd: int,
+                 stdout_fd: int, stderr_fd: int, started_at: float, is_command: bool) -> None:
+        self.id = node_id
+        self.generation = generation
+        self.pid = pid
+        self.pidfd: int | None = pidfd
+        self.health_fd: int | None = health_fd
+        self.output_fds: dict[int, int] = {stdout_fd: 6, stderr_fd: 4}  # fd -> journal priority
+        self.started_at = started_at
+        self.is_command = is_command
+        self.state = State.BOOTING
+        self.first_report_at: float | None = None
+        self.last_report_at: float | None = None
+        self.healthy_since: float | None = None
+        self.code: int | None = None  # worst code of the last read
+        self.reports = 0
+        self.stop_reason: str | None = None  # why we asked it to go, None = it went by itself
+        self.term_sent_at: float | None = None
+        self.killed = False
+        self.exit: ExitStatus | None = None
+        self._health = HealthParser()
+        self._splitters = {fd: LineSplitter() for fd in self.output_fds}
+        self.timers: list[Any] = []  # the supervisor's timers for this process, cancelled at exit
+
+    @property
+    def ref(self) -> NodeRef:
+        return NodeRef(self.id, self.pid, self.generation)
+
+    @property
+    def alive(self) -> bool:
+        return self.exit is None
+
+    def fds(self) -> list[int]:
+        """Every fd the supervisor holds for this process (closed in other nodes' children)."""
+        fds = list(self.output_fds)
+        if self.pidfd is not None:
+            fds.append(self.pidfd)
+        if self.health_fd is not None:
+            fds.append(self.health_fd)
+        return fds
+
+    def send(self, sig: int) -> bool:
+        """Signal through the pidfd; False when the process is already gone."""
+        if self.pidfd is None or self.exit is not None:
+            return False
+        try:
+            signal.pidfd_send_signal(self.pidfd, sig)
+            return True
+        except ProcessLookupError:
+            return False
+
+    def terminate(self, reason: str, now: float) -> None:
+        """TERM, then CONT so that a stopped (frozen) process receives it."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        if self.term_sent_at is None:
+            self.term_sent_at = now
+            self.state = State.STOPPING
+            self.send(signal.SIGTERM)
+            self.send(signal.SIGCONT)
+
+    def kill(self) -> None:
+        self.killed = self.send(signal.SIGKILL) or self.killed
+
+    def read_health(self) -> HealthBatch | None:
+        """All reports waiting in the pipe, folded; None at EOF (pipe closed by the node)."""
+        total = HealthBatch()
+        fd = self.health_fd
+        if fd is None:
+            return total
+        for _ in range(MAX_READS_PER_WAKEUP):
+            try:
+                data = os.read(fd, READ_CHUNK)
+            except BlockingIOError:
+                break
+            except OSError:
+                data = b""
+            if not data:
+                _merge(total, self._health.close())
+                return total if total.reports or total.errors else None
+            _merge(total, self._health.feed(data))
+            if len(data) < READ_CHUNK:
+                break
+        return total
+
+    def close_health(self) -> None:
+        if self.health_fd is not None:
+            os.close(self.health_fd)
+            self.health_fd = None
+
+    def read_output(self, fd: int, limit: int = READ_CHUNK * MAX_READS_PER_WAKEUP
+                    ) -> tuple[list[str], bool]:
+        """Lines waiting on one output pipe, and whether the pipe hit EOF."""
+        lines: list[str] = []
+        splitter = self._splitters[fd]
+        read = 0
+        while read < limit:
+            try:
+                data = os.read(fd, READ_CHUNK)
+            except BlockingIOError:
+                return lines, False
+            except OSError:
+                data = b""
+            if not data:
+                return lines + splitter.close(), True
+            read += len(data)
+            lines.extend(splitter.feed(data))
+        return lines, False
+
+    def flush_output(self, fd: int) -> list[str]:
+        """An unterminated last line, once the process is gone."""
+        splitter = self._splitters.get(fd)
+        return splitter.close() if splitter else []
+
+    def close_output(self, fd: int) -> None:
+        if self.output_fds.pop(fd, None) is not None:
+            os.close(fd)
+
+    def reap(self) -> ExitStatus | None:
+        """waitpid once the pidfd said the process ended; None if it has not."""
+        if self.exit is not None:
+            return self.exit
+        try:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:
+            pid, status = self.pid, 0  # reaped elsewhere: nothing more to learn
+        if pid == 0:
+            return None
+        self.exit = ExitStatus.from_wait(status)
+        self.state = State.EXITED
+        return self.exit
+
+    def close_pidfd(self) -> None:
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
+
+
+def _merge(total: HealthBatch, batch: HealthBatch) -> None:
+    total.reports += batch.reports
+    total.errors.extend(batch.errors)
+    if batch.worst is not None and (total.worst is None or batch.worst > total.worst):
+        total.worst = batch.worst
+
+
+def spawn(node_id: int, generation: int, now: float, *, app: Callable[..., Any] | str | None,
+          command: tuple[str, ...] | None, env: dict[str, str], journal: bool,
+          close_fds: list[int]) -> NodeProcess:
+    """Fork one node. The parent gets a NodeProcess; the child never returns from here."""
+    health_r, health_w = os.pipe2(os.O_CLOEXEC)
+    out_r, out_w = os.pipe2(os.O_CLOEXEC)
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    for stream in (sys.stdout, sys.stderr):  # buffered text would be written twice
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):
+            pass
+    supervisor_pid = os.getpid()
+    try:
+        pid = os.fork()
+    except OSError:
+        for fd in (health_r, health_w, out_r, out_w, err_r, err_w):
+            os.close(fd)
+        raise
+    if pid == 0:  # the child
+        child.main(child.ChildSpec(
+            node_id=node_id, generation=generation, supervisor_pid=supervisor_pid,
+            health_fd=health_w, stdout_fd=out_w, stderr_fd=err_w,
+            close_fds=[*close_fds, health_r, out_r, err_r], env=env, journal=journal,
+            app=app, command=command))
+    for fd in (health_w, out_w, err_w):
+        os.close(fd)
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:  # pragma: no cover - kernels before 5.3; the child is ours and alive
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        for fd in (health_r, out_r, err_r):
+            os.close(fd)
+        raise
+    for fd in (health_r, out_r, err_r):
+        os.set_blocking(fd, False)
+    return NodeProcess(node_id, generation, pid, pidfd, health_r, out_r, err_r, now,
+                       is_command=command is not None)

@@ -1,0 +1,112 @@
+"""Bytes from a node's pipes -> health codes and output lines.
+
+The health protocol is one decimal code from 0 to 255 per line ("0\\n", "3\\n"). Everything the
+supervisor reads since its last read is folded into one worst code; anything else is a protocol
+error that is reported, never raised, so one misbehaving node cannot stop the supervisor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from swarmd.health import MAX_CODE
+
+MAX_HEALTH_LINE = 16  # "255\n" needs 4; anything far longer is garbage, not a slow writer
+MAX_OUTPUT_LINE = 16384
+
+
+@dataclass
+class HealthBatch:
+    """What one read of a health pipe held."""
+
+    worst: int | None = None  # highest valid code, None when no complete valid line arrived
+    reports: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def _parse_code(line: bytes) -> int | None:
+    text = line.strip()
+    if 0 < len(text) <= 3 and text.isdigit():
+        code = int(text)
+        if code <= MAX_CODE:
+            return code
+    return None
+
+
+def _show(line: bytes) -> str:
+    shown = line[:40].decode("utf-8", "backslashreplace")
+    return repr(shown + ("..." if len(line) > 40 else ""))
+
+
+class HealthParser:
+    """Keeps the partial line between reads of one pipe."""
+
+    def __init__(self) -> None:
+        self._partial = b""
+        self._skipping = False  # inside an over-long line: drop up to its newline
+
+    def feed(self, data: bytes) -> HealthBatch:
+        batch = HealthBatch()
+        if self._partial:
+            data = self._partial + data
+            self._partial = b""
+        lines = data.split(b"\n")
+        tail = lines.pop()
+        if self._skipping and lines:
+            lines.pop(0)
+            self._skipping = False
+        # A flood repeats a few distinct lines: parse each distinct one once.
+        counts: dict[bytes, int] = {}
+        for line in lines:
+            counts[line] = counts.get(line, 0) + 1
+        for line, count in counts.items():
+            code = _parse_code(line)
+            if code is None:
+                batch.errors.append(f"expected a code from 0 to 255 per line, got {_show(line)}"
+                                    + (f" ({count} times)" if count > 1 else ""))
+                continue
+            batch.reports += count
+            if batch.worst is None or code > batch.worst:
+                batch.worst = code
+        if self._skipping:
+            return batch
+        if len(tail) > MAX_HEALTH_LINE:
+            batch.errors.append(f"a line longer than {MAX_HEALTH_LINE} bytes without newline: "
+                                f"{_show(tail)}; dropped up to the next newline")
+            self._skipping = True
+        else:
+            self._partial = tail
+        return batch
+
+    def close(self) -> HealthBatch:
+        """The pipe hit EOF: an unterminated last line is still a report if it parses."""
+        batch = HealthBatch()
+        if self._partial and not self._skipping:
+            code = _parse_code(self._partial)
+            if code is None:
+                batch.errors.append(f"unterminated garbage at end of pipe: {_show(self._partial)}")
+            else:
+                batch.worst, batch.reports = code, 1
+        self._partial = b""
+        return batch
+
+
+class LineSplitter:
+    """Splits a node's stdout/stderr bytes into text lines, bounding a line's length."""
+
+    def __init__(self, limit: int = MAX_OUTPUT_LINE) -> None:
+        self._partial = b""
+        self._limit = limit
+
+    def feed(self, data: bytes) -> list[str]:
+        data = self._partial + data if self._partial else data
+        lines = data.split(b"\n")
+        self._partial = lines.pop()
+        if len(self._partial) >= self._limit:
+            lines.append(self._partial)
+            self._partial = b""
+        return [line.decode("utf-8", "replace").rstrip("\r") for line in lines]
+
+    def close(self) -> list[str]:
+        rest, self._partial = self._partial, b""
+        return [rest.decode("utf-8", "replace")] if rest else []

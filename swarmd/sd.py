@@ -1,0 +1,115 @@
+"""The only module that talks to systemd: sdnotify for the notify socket, systemd-python for
+the journal. Everything here is silently a no-op where systemd is not there."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import sdnotify
+
+try:  # systemd-python is a Linux-only dependency; without it the stderr sink is used
+    from systemd import journal as _journal
+except ImportError:  # pragma: no cover - exercised only on machines without libsystemd
+    _journal = None
+
+NOTIFY_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+
+
+class Notifier:
+    """sd_notify for the supervisor: READY, STATUS, WATCHDOG, RELOADING, STOPPING.
+
+    Built once at start, before any fork; it then removes the notify variables from the
+    environment so that no node inherits them (NotifyAccess=main would refuse them anyway)."""
+
+    def __init__(self, environ: dict[str, str] | None = None) -> None:
+        env = os.environ if environ is None else environ
+        self.enabled = bool(env.get("NOTIFY_SOCKET"))
+        self.watchdog_interval = _watchdog_interval(env)
+        self._notifier: sdnotify.SystemdNotifier | None = None
+        self._last_status: str | None = None
+        if self.enabled:
+            self._notifier = sdnotify.SystemdNotifier()
+            sock = self._notifier.socket
+            if sock is None:
+                self.enabled = False
+            else:  # a slow reader must never block the supervision loop
+                sock.setblocking(False)
+        for name in NOTIFY_ENV:
+            env.pop(name, None)
+
+    def fileno(self) -> int | None:
+        sock = self._notifier.socket if self._notifier else None
+        return sock.fileno() if sock is not None else None
+
+    def send(self, *lines: str) -> None:
+        if self._notifier is not None:
+            self._notifier.notify("\n".join(lines))
+
+    def ready(self, status: str | None = None) -> None:
+        self.send("READY=1", *(() if status is None else (f"STATUS={status}",)))
+        if status is not None:
+            self._last_status = status
+
+    def status(self, text: str) -> None:
+        """STATUS= only when the text changed."""
+        if text != self._last_status:
+            self._last_status = text
+            self.send(f"STATUS={text}")
+
+    def watchdog(self) -> None:
+        self.send("WATCHDOG=1")
+
+    def reloading(self) -> None:
+        usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        self.send("RELOADING=1", f"MONOTONIC_USEC={usec}")
+
+    def stopping(self) -> None:
+        self.send("STOPPING=1")
+
+    def extend_timeout(self, seconds: float) -> None:
+        self.send(f"EXTEND_TIMEOUT_USEC={int(seconds * 1_000_000)}")
+
+
+def _watchdog_interval(env: dict[str, str] | os._Environ[str]) -> float | None:
+    """Seconds between WATCHDOG=1 pings (half of WATCHDOG_USEC), None when not ours."""
+    usec = env.get("WATCHDOG_USEC")
+    if not usec or not env.get("NOTIFY_SOCKET"):
+        return None
+    pid = env.get("WATCHDOG_PID")
+    if pid and pid.strip() != str(os.getpid()):
+        return None
+    try:
+        value = int(usec)
+    except ValueError:
+        return None
+    return value / 2_000_000 if value > 0 else None
+
+
+def journal_available() -> bool:
+    return _journal is not None
+
+
+def stderr_is_journal(environ: dict[str, str] | os._Environ[str] | None = None) -> bool:
+    """True when our stderr is the stream systemd connected to the journal (JOURNAL_STREAM)."""
+    env = os.environ if environ is None else environ
+    value = env.get("JOURNAL_STREAM", "")
+    if not value or _journal is None:
+        return False
+    try:
+        dev, ino = (int(part) for part in value.split(":", 1))
+        info = os.fstat(2)
+    except (ValueError, OSError):
+        return False
+    return (info.st_dev, info.st_ino) == (dev, ino)
+
+
+def journal_send(message: str, **fields: Any) -> None:
+    """One structured journal entry; never raises (a full journal must not stop a node)."""
+    if _journal is None:
+        return
+    try:
+        _journal.send(message, **{k: v for k, v in fields.items() if v is not None})
+    except OSError:
+        pass

@@ -1,0 +1,69 @@
+"""What the fleet looks like: the STATUS= line and the `swarmd status` table."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class NodeRow:
+    id: int
+    pid: int | None
+    state: str  # booting, running, draining, stopping, or why a slot is down
+    code: int | None
+    health: str | None
+    restarts: int
+    started: float | None  # wall-clock time the current process started
+    generation: int
+
+    @property
+    def healthy(self) -> bool:
+        return self.pid is not None and self.code == 0 and self.state in ("running", "draining")
+
+    def to_dict(self, now: float | None = None) -> dict[str, Any]:
+        data = asdict(self)
+        now = time.time() if now is None else now
+        data["uptime"] = round(now - self.started, 3) if self.started is not None else None
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> NodeRow:
+        return cls(**{k: data.get(k) for k in cls.__dataclass_fields__})
+
+
+def status_text(rows: list[NodeRow], restarts: int, mode: str) -> str:
+    """`3/4 healthy, 2 restarts, quiet`: what `systemctl status` shows."""
+    healthy = sum(1 for row in rows if row.healthy)
+    text = f"{healthy}/{len(rows)} healthy, {restarts} restart{'s' if restarts != 1 else ''}"
+    return text if mode == "running" else f"{text}, {mode}"
+
+
+def format_uptime(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    if seconds < 86400:
+        return f"{seconds // 3600}h{seconds // 60 % 60:02d}m"
+    return f"{seconds // 86400}d{seconds // 3600 % 24:02d}h"
+
+
+def format_table(rows: list[NodeRow], now: float | None = None) -> str:
+    """One row per node, aligned, for a terminal."""
+    now = time.time() if now is None else now
+    header = ("ID", "PID", "STATE", "HEALTH", "RESTARTS", "GEN", "UPTIME")
+    lines = [header]
+    for row in rows:
+        health = "-" if row.code is None else f"{row.code} {row.health}"
+        uptime = None if row.started is None else now - row.started
+        lines.append((str(row.id), str(row.pid or "-"), row.state, health, str(row.restarts),
+                      str(row.generation), format_uptime(uptime)))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in lines)
