@@ -150,9 +150,17 @@ def _run(spec: ChildSpec) -> int:
     return _run_app(spec)
 
 
+HEALTH_FD_FOR_COMMANDS = 3  # low and fixed: `echo 0 >&3` works in every shell
+
+
 def _exec(spec: ChildSpec) -> int:
-    os.set_inheritable(spec.health_fd, True)
-    os.environ["SWARMD_HEALTH_FD"] = str(spec.health_fd)
+    fd = HEALTH_FD_FOR_COMMANDS
+    if spec.health_fd != fd:
+        os.dup2(spec.health_fd, fd, inheritable=True)
+        os.close(spec.health_fd)
+    else:
+        os.set_inheritable(fd, True)
+    os.environ["SWARMD_HEALTH_FD"] = str(fd)
     assert spec.command is not None
     try:
         os.execvpe(spec.command[0], list(spec.command), os.environ)

@@ -30,6 +30,7 @@ from swarmd.timers import Timer, Timers
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 HANDLED_SIGNALS = (*STOP_SIGNALS, signal.SIGHUP, signal.SIGTSTP, signal.SIGTTIN)
 EXTEND_EVERY = 2.0  # seconds between EXTEND_TIMEOUT_USEC while a stop or reload progresses
+CLOSED_PIPE_GRACE = 0.5  # seconds between EOF on a health pipe and calling it an error
 PROTOCOL_ERROR_EVERY = 1.0  # at most one protocol-error entry per node per second
 
 
@@ -423,9 +424,9 @@ class Supervisor:
             if proc.health_fd is not None:
                 self.selector.unregister(proc.health_fd)
                 proc.close_health()
-            if proc.term_sent_at is None and proc.stop_reason is None:
-                self._protocol_error(proc, ["closed its health pipe; it can no longer report "
-                                            "and will be treated as hung"], now, force=True)
+            # An exiting process closes its fds a moment before it becomes a zombie: judge
+            # a closed pipe only once the exit would have been seen.
+            self.timers.call_at(now + CLOSED_PIPE_GRACE, lambda: self._closed_pipe(proc))
             return
         if batch.errors:
             self._protocol_error(proc, batch.errors, now)
@@ -456,6 +457,11 @@ class Supervisor:
         if info.restarts and proc.term_sent_at is None:
             self.terminate(proc, f"reported {info.name} ({code})", now)
 
+    def _closed_pipe(self, proc: NodeProcess) -> None:
+        if proc.alive and proc.term_sent_at is None:
+            self._protocol_error(proc, ["it closed the pipe, so it can no longer report and "
+                                        "will be treated as hung"], self.clock(), force=True)
+
     def _health_event(self, proc: NodeProcess, previous: int | None, code: int, first: bool,
                       now: float) -> None:
         info = self.config.health[code]
@@ -479,7 +485,7 @@ class Supervisor:
             return
         self._last_protocol_event[proc.pid] = now
         more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
-        self.emit("node.protocol_error", f"node {proc.id} wrote garbage on its health pipe: "
+        self.emit("node.protocol_error", f"node {proc.id} broke the health protocol: "
                                          f"{errors[0]}{more}", proc)
 
     def _on_output(self, proc: NodeProcess, fd: int, priority: int) -> None:

@@ -12,7 +12,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from container import Container, ContainerError, preflight
+
+from tests.system.container import Container, ContainerError, preflight
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]

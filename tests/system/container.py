@@ -346,7 +346,8 @@ class Container:
         def remaining() -> float:
             left = deadline - time.monotonic()
             if self._process.poll() is not None:
-                raise self._boot_error(f"systemd-nspawn exited with {self._process.returncode}")
+                code = self._process.returncode
+                raise self._boot_error(f"systemd-nspawn (or its wrapper) exited with {code}")
             if left <= 0:
                 raise self._boot_error("timed out")
             return left
@@ -397,26 +398,30 @@ class Container:
         """Power the container off and remove every trace of it; idempotent.
 
         SIGTERM to nspawn makes it ask the container's systemd for a clean poweroff. If that
-        takes longer than half of ``timeout``, the container's PID 1 (and with it its whole PID
-        namespace) and nspawn are SIGKILLed. Then the per-machine cgroups are removed. The
-        mounts die with the private mount namespace. Raises :class:`ContainerError` if
-        something is still left at the end.
+        takes longer than half of ``timeout``, the container's PID 1 is SIGKILLed (which kills
+        its whole PID namespace; nspawn reaps it and exits), and failing that nspawn too. Then
+        the per-machine cgroups are removed. The mounts die with the private mount namespace.
+        Raises :class:`ContainerError` if something is still left at the end.
         """
         if self._stopped:
             return
         self._stopped = True
         deadline = time.monotonic() + timeout
-        if self._process.poll() is None:
-            self._process.send_signal(signal.SIGTERM)
-            try:
-                self._process.wait(timeout=timeout / 2)
-            except subprocess.TimeoutExpired:
-                for pid in (self.pid, self._process.pid):
-                    if pid:
-                        with contextlib.suppress(ProcessLookupError):
-                            os.kill(pid, signal.SIGKILL)
-                self._process.wait(timeout=max(1.0, deadline - time.monotonic()))
         leftovers: list[str] = []
+        for sig, pid, wait in (
+            (signal.SIGTERM, self._process.pid, timeout / 2),
+            (signal.SIGKILL, self.pid, timeout / 4),
+            (signal.SIGKILL, self._process.pid, max(1.0, deadline - time.monotonic())),
+        ):
+            if self._process.poll() is not None:
+                break
+            if pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._process.wait(timeout=wait)
+        if self._process.poll() is None:
+            leftovers.append(f"systemd-nspawn {self._process.pid} survived SIGKILL")
         for cg in self._cgroups:
             try:
                 wait_for(

@@ -10,7 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from container import (
+
+from tests.system.container import (
     Container,
     ContainerCommandError,
     decode_journal_json,
@@ -44,7 +45,9 @@ def test_boots_a_real_systemd_as_pid1(container: Container) -> None:
     assert container.run("hostname").stdout.strip() == container.machine
     state = container.run("systemctl", "is-system-running", check=False).stdout.strip()
     assert state in ("running", "degraded"), container.systemctl("--failed", check=False)
-    assert container.run("env").stdout.splitlines()[0].startswith("PATH=/usr/local/sbin:")
+    env = container.run("env").stdout.splitlines()
+    assert "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" in env
+    assert not [line for line in env if line.startswith(("PYENV", "VIRTUAL_ENV"))]
     # The repo is there, read-only.
     assert container.run("test", "-f", f"{REPO}/pyproject.toml", check=False).returncode == 0
     with pytest.raises(ContainerCommandError, match="Read-only file system"):
@@ -154,6 +157,24 @@ def test_second_container_boots_alongside_and_leaves_nothing_behind(
         "running",
         "degraded",
     )
+
+
+def test_stop_kills_a_container_that_wont_power_off(
+    make_container: Callable[[], Container],
+) -> None:
+    wedged = make_container()
+    wedged.install_unit(
+        "harness-wedge.service",
+        "[Service]\nExecStart=sleep infinity\nExecStop=sleep infinity\nTimeoutStopSec=infinity\n",
+    )
+    wedged.systemctl("start", "harness-wedge.service")
+    nspawn_pid, init_pid = wedged.nspawn_pid, wedged.pid
+
+    wedged.stop(timeout=6)  # poweroff hangs on the unit: after 3 s PID 1 gets SIGKILL
+
+    assert not Path(f"/proc/{nspawn_pid}").exists()
+    assert not Path(f"/proc/{init_pid}").exists()  # reaped by nspawn, not left to the host
+    assert not list(Path("/sys/fs/cgroup").glob(f"*/{wedged.machine}"))
 
 
 def test_wait_for_names_what_it_waited_for() -> None:

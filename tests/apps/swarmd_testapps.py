@@ -1,0 +1,133 @@
+"""Node apps with known behaviour for the process and system tests.
+
+Each reads its knobs from the environment (set through the config's `env:`), so one config
+line picks a behaviour. `TESTAPP_ONLY_NODE` limits a fault to one node id; `TESTAPP_ONLY_GEN`
+to one generation, so a replaced node behaves again.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+
+from swarmd.api import Node
+
+PERIOD = float(os.environ.get("TESTAPP_PERIOD", "0.2"))
+
+
+def _targeted(node: Node) -> bool:
+    only_node = os.environ.get("TESTAPP_ONLY_NODE")
+    only_gen = os.environ.get("TESTAPP_ONLY_GEN")
+    if only_node is not None and int(only_node) != node.id:
+        return False
+    return only_gen is None or int(only_gen) == node.generation
+
+
+def steady(node: Node) -> int:
+    """Healthy every PERIOD until TERM; on quiet it finishes and returns."""
+    node.log.info("steady node %d gen %d up", node.id, node.generation)
+    while not node.stopping.is_set():
+        node.healthy()
+        if node.quieting.is_set() and os.environ.get("TESTAPP_STAY_ON_QUIET") != "1":
+            node.log.info("quiet: leaving")
+            return 0
+        node.stopping.wait(PERIOD)
+    node.log.info("steady node %d stopping", node.id)
+    return 0
+
+
+def ignore_term(node: Node) -> int:
+    """Reports forever and ignores SIGTERM: only KILL ends it."""
+    if _targeted(node):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    return steady(node)
+
+
+def crash(node: Node) -> int:
+    """Dies at start (targeted nodes), after a last word on stdout."""
+    if _targeted(node):
+        print(f"node {node.id} about to crash", flush=True)
+        raise RuntimeError(f"boom in node {node.id}")
+    return steady(node)
+
+
+def code_once(node: Node) -> int:
+    """Targeted nodes report TESTAPP_CODE once after a first healthy report, then healthy."""
+    code = int(os.environ.get("TESTAPP_CODE", "3"))
+    if _targeted(node):
+        node.healthy()
+        time.sleep(PERIOD)
+        node.unhealthy(code)
+        node.stopping.wait(PERIOD * 3)
+    return steady(node)
+
+
+def silent(node: Node) -> int:
+    """Targeted nodes report once, then never again (a hung worker)."""
+    if _targeted(node):
+        node.healthy()
+        if os.environ.get("TESTAPP_IGNORE_TERM") == "1":
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        while True:
+            time.sleep(3600)
+    return steady(node)
+
+
+def slow_boot(node: Node) -> int:
+    """Targeted nodes never send a first report."""
+    if _targeted(node):
+        while not node.stopping.is_set():
+            node.stopping.wait(1)
+        return 0
+    return steady(node)
+
+
+def flood(node: Node) -> int:
+    """Targeted nodes write reports as fast as they can."""
+    if _targeted(node):
+        fd = node._fd
+        os.set_blocking(fd, True)
+        payload = b"0\n" * 4096
+        while not node.stopping.is_set():
+            os.write(fd, payload)
+        return 0
+    return steady(node)
+
+
+def garbage(node: Node) -> int:
+    """Targeted nodes write TESTAPP_GARBAGE (a Python bytes literal) once, then report."""
+    if _targeted(node):
+        data = eval(os.environ.get("TESTAPP_GARBAGE", "b'nonsense\\n'"))  # test input only
+        os.write(node._fd, data)
+        if os.environ.get("TESTAPP_CLOSE_PIPE") == "1":
+            os.close(node._fd)
+            while not node.stopping.is_set():
+                node.stopping.wait(PERIOD)
+            return 0
+    return steady(node)
+
+
+def fd_report(node: Node) -> int:
+    """Prints its open fds (as targets) once, then behaves like steady."""
+    fds = sorted(int(fd) for fd in os.listdir("/proc/self/fd"))
+    lines = []
+    for fd in fds:
+        try:
+            lines.append(f"{fd}={os.readlink(f'/proc/self/fd/{fd}')}")
+        except OSError:
+            pass
+    print("FDS " + " ".join(lines), flush=True)
+    print("ENV " + " ".join(k for k in os.environ
+                           if k.startswith(("NOTIFY", "WATCHDOG", "SWARMD"))), flush=True)
+    return steady(node)
+
+
+def exit_code(node: Node) -> int:
+    """Returns TESTAPP_EXIT at once (targeted), after one report."""
+    if _targeted(node):
+        node.healthy()
+        sys.stdout.write("last words\n")
+        return int(os.environ.get("TESTAPP_EXIT", "3"))
+    return steady(node)

@@ -1,0 +1,131 @@
+"""Start, readiness, watchdog, stop, and the fences around a supervisor's death."""
+
+from __future__ import annotations
+
+import os
+import signal
+import statistics
+import subprocess
+import sys
+
+import yaml
+
+from tests.process.harness import REPO, base_config, children, pid_alive, wait_for, zombies
+
+
+def test_default_config_runs_four_healthy_nodes_with_ready_status_and_watchdog(swarm):
+    config = yaml.safe_load((REPO / "etc" / "swarmd.yaml").read_text())
+    s = swarm(config, watchdog_usec=400_000)
+    s.wait_ready()
+    s.wait_status("4/4 healthy")
+    assert "READY" in s.notify.values("READY")[0] or s.notify.values("READY")[0] == "1"
+    nodes = s.nodes()
+    assert sorted(nodes) == [0, 1, 2, 3]
+    assert all(n["health"] == "healthy" and n["state"] == "running" for n in nodes.values())
+    # WATCHDOG=1 at half of WATCHDOG_USEC (0.2 s): collect a few seconds' worth.
+    wait_for(lambda: len(s.notify.values("WATCHDOG")) >= 12, 10, "12 watchdog pings")
+    times = [when for when, key, _ in s.notify.assignments() if key == "WATCHDOG"]
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    # systemd kills at WATCHDOG_USEC without a ping; every gap must stay below it.
+    assert max(gaps) < 0.4, gaps
+    assert 0.1 < statistics.median(gaps) < 0.3, gaps
+
+
+def test_nodes_never_hold_notify_socket_or_watchdog_variables(swarm):
+    s = swarm(base_config(app="swarmd_testapps:fd_report"), watchdog_usec=2_000_000)
+    s.wait_ready()
+    out = s.wait_output("ENV ")
+    env_line = next(line for line in out.splitlines() if "ENV " in line)
+    assert "NOTIFY_SOCKET" not in env_line and "WATCHDOG" not in env_line
+    assert "SWARMD_NODE_ID" in env_line and "SWARMD_NODE_GENERATION" in env_line
+    fd_line = next(line for line in out.splitlines() if "FDS " in line)
+    targets = fd_line.split("FDS ", 1)[1].split()
+    # stdin, stdout, stderr, its own health pipe; nothing of the supervisor's.
+    assert not any("socket" in t for t in targets), targets
+    assert not any("anon_inode:[pidfd]" in t or "eventpoll" in t for t in targets), targets
+    pipes = [t for t in targets if "pipe:" in t]
+    assert len(pipes) == 3, targets  # health write end, stdout, stderr
+
+
+def test_term_stops_every_node_and_exits_zero(swarm):
+    s = swarm(base_config(nodes=3))
+    s.wait_ready()
+    pids = [n["pid"] for n in s.nodes().values()]
+    s.signal(signal.SIGTERM)
+    s.notify.wait("STOPPING")
+    assert s.wait_exit() == 0
+    out = s.output()
+    for node_id in range(3):
+        assert f"steady node {node_id} stopping" in out  # each node saw its TERM
+    assert not any(pid_alive(pid) for pid in pids)
+
+
+def test_node_ignoring_term_is_killed_after_shutdown_timeout(swarm):
+    s = swarm(base_config(app="swarmd_testapps:ignore_term", env={"TESTAPP_ONLY_NODE": "1"},
+                          timeouts={"shutdown": "1s"}))
+    s.wait_ready()
+    stubborn = s.nodes()[1]["pid"]
+    s.signal(signal.SIGTERM)
+    assert s.wait_exit(timeout=20) == 0
+    out = s.output()
+    assert "node 1 did not exit within timeouts.shutdown (1s) after TERM: KILL" in out
+    assert "node 1 killed by SIGKILL (stop)" in out
+    assert not pid_alive(stubborn)
+
+
+def test_sigkill_of_supervisor_takes_every_node_down_within_a_second(swarm):
+    s = swarm(base_config(nodes=4))
+    s.wait_ready()
+    pids = [n["pid"] for n in s.nodes().values()]
+    s.signal(signal.SIGKILL)
+    s.wait_exit()
+    # PR_SET_PDEATHSIG plus the parent check: allow scheduling slack on a loaded machine.
+    wait_for(lambda: not any(pid_alive(pid) for pid in pids), 3.0,
+             f"orphaned nodes {pids} to exit")
+
+
+def test_command_nodes_get_their_id_generation_and_health_fd(swarm, tmp_path):
+    script = tmp_path / "worker.sh"
+    script.write_text('#!/bin/sh\necho "cmd node $SWARMD_NODE_ID gen $SWARMD_NODE_GENERATION"\n'
+                      'trap "exit 0" TERM\n'
+                      'while true; do echo 0 >&"$SWARMD_HEALTH_FD"; sleep 0.2; done\n')
+    script.chmod(0o755)
+    config = base_config(command=[str(script)])
+    del config["app"]
+    s = swarm(config)
+    s.wait_ready()
+    s.wait_status("2/2 healthy")
+    s.wait_output("cmd node 0 gen 0")
+    s.wait_output("cmd node 1 gen 0")
+    s.signal(signal.SIGTERM)
+    assert s.wait_exit() == 0
+
+
+def test_invalid_config_exits_78_before_forking(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("nodes: 0\ntimeouts:\n  report: soon\nbogus: 1\n")
+    result = subprocess.run([sys.executable, "-m", "swarmd", "run", "-c", str(path)],
+                            capture_output=True, text=True, timeout=30, cwd=REPO)
+    assert result.returncode == 78
+    assert f"{path}:1: nodes: must be from 1 to" in result.stderr
+    assert f"{path}:3: timeouts.report: expected a duration" in result.stderr
+    assert f"{path}:4: bogus: unknown key" in result.stderr
+    assert "started" not in result.stderr
+
+
+def test_check_accepts_the_default_config():
+    result = subprocess.run([sys.executable, "-m", "swarmd", "check", "-c",
+                             str(REPO / "etc" / "swarmd.yaml")],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert "valid: 4 node(s)" in result.stdout
+
+
+def test_no_zombie_and_no_leftover_child_after_stop(swarm):
+    s = swarm(base_config(nodes=2))
+    s.wait_ready()
+    assert len(children(s.pid)) == 2
+    assert zombies(s.pid) == []
+    s.signal(signal.SIGINT)
+    assert s.wait_exit() == 0
+    assert not os.path.exists(s.runtime / "control.sock")
