@@ -34,8 +34,8 @@ def _parse_code(line: bytes) -> int | None:
 
 
 def _show(line: bytes) -> str:
-    shown = line[:40].decode("utf-8", "backslashreplace")
-    return repr(shown + ("..." if len(line) > 40 else ""))
+    """A bytes literal of what arrived, cut at 40 bytes: b'hello', b'\\x00\\xff'."""
+    return repr(line[:40]) + ("..." if len(line) > 40 else "")
 
 
 class HealthParser:

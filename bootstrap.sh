@@ -1,0 +1,29 @@
+#!/bin/sh
+# Sets up everything swarmd needs on Debian 12 / Ubuntu: system packages, .venv, the package.
+# Idempotent: a second run only checks. Run from anywhere; needs root or sudo for apt.
+set -eu
+cd "$(dirname "$0")"
+PACKAGES="python3 python3-venv python3-dev gcc pkg-config libsystemd-dev systemd-container"
+missing=""
+for pkg in $PACKAGES; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
+        || missing="$missing $pkg"
+done
+if [ -n "$missing" ]; then
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    echo "bootstrap: installing$missing" >&2
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
+fi
+# Debian's own Python: it lives under /usr, which the system tests' container shares.
+if [ ! -x .venv/bin/python ]; then
+    /usr/bin/python3 -m venv .venv
+fi
+if ! .venv/bin/python -c "import swarmd, systemd.journal, sdnotify, yaml, pytest" 2>/dev/null \
+   || [ pyproject.toml -nt .venv/.installed ]; then
+    .venv/bin/python -m pip install -q --upgrade pip
+    .venv/bin/python -m pip install -q -e '.[test]'
+    touch .venv/.installed
+fi
+echo "bootstrap: ready (.venv/bin/swarmd)" >&2

@@ -1,0 +1,209 @@
+"""The fault suite: what swarmd must survive, and proof that nothing else was lost."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from swarmd.node import NodeProcess
+from tests.process.harness import REPO, base_config, children, pid_alive, wait_for, zombies
+
+
+def _fd_count(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def _rss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def _started_lines(output: str, node_id: int) -> int:
+    return output.count(f"node {node_id} started (pid")
+
+
+def test_crash_loop_is_bounded_and_neighbours_keep_running(swarm):
+    s = swarm(base_config(nodes=2, app="swarmd_testapps:crash", env={"TESTAPP_ONLY_NODE": "1"},
+                          restart={"delay": "200ms", "max_delay": "400ms",
+                                   "give_up_after": 6}))
+    neighbour = s.wait_node(0, lambda n: n["health"] == "healthy", what="node 0 healthy")
+    # While node 1 crash-loops, node 0 keeps its process and keeps reporting.
+    wait_for(lambda: "failure 3 in a row" in s.output(), 20, "three failures of node 1")
+    assert s.nodes()[0]["pid"] == neighbour["pid"]
+    assert s.nodes()[0]["health"] == "healthy"
+    assert s.wait_exit(timeout=30) == 1
+    out = s.output()
+    # Six starts in all (no fork storm): the first and five restarts, then it gives up.
+    assert _started_lines(out, 1) == 6, out
+    assert "node 1 failed 6 times in a row (restart.give_up_after): giving up" in out
+    assert _started_lines(out, 0) == 1
+
+
+@pytest.mark.parametrize("garbage, expected", [
+    (r"b'hello\n'", "got b'hello'"),
+    (r"b'-1\n'", "got b'-1'"),
+    (r"b'256\n'", "got b'256'"),
+    (r"b'99999999999999999999\n'", "got b'99999999999999999999'"),
+    (r"b'\x00\x00\n'", r"got b'\x00\x00'"),
+    (r"b'\xff\xfe\n'", r"got b'\xff\xfe'"),
+    (r"b'7' * (1 << 20)", "a line longer than 16 bytes without newline"),
+    (r"b''", "it closed the pipe"),
+])
+def test_bad_input_on_a_health_pipe_is_a_protocol_error_of_that_node_only(swarm, garbage,
+                                                                          expected):
+    env = {"TESTAPP_ONLY_NODE": "0", "TESTAPP_GARBAGE": garbage}
+    if garbage == "b''":
+        env["TESTAPP_CLOSE_PIPE"] = "1"
+    s = swarm(base_config(nodes=2, app="swarmd_testapps:garbage", env=env))
+    s.wait_ready()
+    other = s.nodes()[1]
+    s.wait_output("node 0 broke the health protocol")
+    errors = [line for line in s.output().splitlines() if "broke the health protocol" in line]
+    assert any(expected in line for line in errors), errors
+    assert all("node 0 " in line for line in errors), errors
+    # The other node is untouched and still read; the supervisor still answers.
+    reports = s.nodes()[1]
+    assert reports["pid"] == other["pid"] and reports["health"] == "healthy"
+    assert s.status()["ok"]
+    s.signal(signal.SIGTERM)
+    assert s.wait_exit() == 0
+
+
+def test_a_flooding_node_neither_starves_the_watchdog_nor_the_other_nodes(swarm):
+    s = swarm(base_config(nodes=3, app="swarmd_testapps:flood", env={"TESTAPP_ONLY_NODE": "0"},
+                          timeouts={"report": "1s"}),
+              watchdog_usec=1_000_000)
+    s.wait_ready()
+    start = len(s.notify.values("WATCHDOG"))
+    wait_for(lambda: len(s.notify.values("WATCHDOG")) >= start + 12, 15, "12 watchdog pings")
+    times = [when for when, key, _ in s.notify.assignments() if key == "WATCHDOG"][start:]
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    assert max(gaps) <= 0.5 + 0.05, gaps
+    # Six seconds of flood with a 1 s report timeout: had the others not been read, they
+    # would have been declared hung and replaced.
+    nodes = s.nodes()
+    assert all(nodes[i]["generation"] == 0 for i in (1, 2)), nodes
+    assert "hung" not in s.output()
+
+
+def test_500_restarts_leave_fds_and_memory_where_they_were(swarm):
+    s = swarm(base_config(nodes=2, app="swarmd_testapps:exit_code",
+                          env={"TESTAPP_ONLY_NODE": "0", "TESTAPP_EXIT": "0"},
+                          restart={"delay": 0, "give_up_after": 0}))
+    s.wait_node(0, lambda n: n["restarts"] >= 50, 60, "50 restarts (warm-up)")
+    fds, rss = _fd_count(s.pid), _rss_kb(s.pid)
+    s.wait_node(0, lambda n: n["restarts"] >= 550, 180, "500 more restarts")
+    assert _fd_count(s.pid) <= fds + 3  # a node being started holds a few fds for a moment
+    assert _rss_kb(s.pid) <= rss + 2048, (rss, _rss_kb(s.pid))
+    assert zombies(s.pid) == []
+    assert len(children(s.pid)) <= 2
+
+
+def test_a_reused_pid_is_never_signalled():
+    """A NodeProcess signals through its pidfd: once its process is gone, a newcomer that got
+    the same pid number is out of reach."""
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    pidfd = os.pidfd_open(pid)
+    os.waitpid(pid, 0)  # reaped: from now on the number may be reused by anyone
+    newcomer = subprocess.Popen(["sleep", "30"])
+    try:
+        # Stand-in for the kernel handing the dead node's pid to the newcomer.
+        proc = NodeProcess(7, 0, newcomer.pid, pidfd, os.open(os.devnull, os.O_RDONLY),
+                           os.open(os.devnull, os.O_RDONLY), os.open(os.devnull, os.O_RDONLY),
+                           time.monotonic(), is_command=False)
+        assert proc.send(signal.SIGTERM) is False
+        proc.terminate("stop", time.monotonic())
+        proc.kill()
+        assert newcomer.poll() is None and pid_alive(newcomer.pid)
+    finally:
+        newcomer.kill()
+        newcomer.wait()
+
+
+def test_a_frozen_node_is_replaced_and_never_blocks_stop(swarm):
+    s = swarm(base_config(nodes=2, timeouts={"report": "1s", "shutdown": "2s"}))
+    s.wait_ready()
+    frozen = s.nodes()[0]["pid"]
+    os.kill(frozen, signal.SIGSTOP)
+    s.wait_node(0, lambda n: n["generation"] == 1 and n["health"] == "healthy", timeout=20,
+                what="the frozen node replaced")
+    assert not pid_alive(frozen)  # TERM then CONT: a stopped process still gets its TERM
+    again = s.nodes()[1]["pid"]
+    os.kill(again, signal.SIGSTOP)
+    started = time.monotonic()
+    s.signal(signal.SIGTERM)
+    assert s.wait_exit(timeout=20) == 0
+    assert time.monotonic() - started < 2 + 5  # bounded by timeouts.shutdown, not by the node
+    assert not pid_alive(again)
+
+
+def test_a_frozen_node_never_blocks_a_reload_beyond_drain_and_shutdown(swarm):
+    s = swarm(base_config(nodes=2, timeouts={"drain": "1s", "shutdown": "1s", "report": "30s"}))
+    s.wait_ready()
+    frozen = s.nodes()[0]["pid"]
+    os.kill(frozen, signal.SIGSTOP)
+    result = subprocess.run([sys.executable, "-m", "swarmd", "reload", "--runtime-dir",
+                             str(s.runtime)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert all(n["generation"] == 1 for n in s.nodes().values())
+    assert not pid_alive(frozen)
+
+
+def test_a_world_writable_config_is_refused(tmp_path):
+    path = tmp_path / "open.yaml"
+    path.write_text("nodes: 1\n")
+    path.chmod(0o666)
+    result = subprocess.run([sys.executable, "-m", "swarmd", "run", "-c", str(path)],
+                            capture_output=True, text=True, timeout=30, cwd=REPO)
+    assert result.returncode == 78
+    assert "writable by every user" in result.stderr and "chmod o-w" in result.stderr
+
+
+def test_the_control_socket_refuses_other_users(swarm):
+    s = swarm(base_config(nodes=1))
+    s.wait_ready()
+    path = s.runtime / "control.sock"
+    assert path.stat().st_mode & 0o777 == 0o600
+    nobody = pwd.getpwnam("nobody")
+
+    def as_nobody() -> None:
+        os.setgid(nobody.pw_gid)
+        os.setuid(nobody.pw_uid)
+
+    probe = ("import socket,sys\ns=socket.socket(socket.AF_UNIX)\n"
+             "try:\n s.connect(sys.argv[1]); print('connected')\n"
+             "except PermissionError: print('refused')\n")
+    os.chmod(s.runtime, 0o755)
+    result = subprocess.run([sys.executable, "-c", probe, str(path)], capture_output=True,
+                            text=True, timeout=30, preexec_fn=as_nobody)
+    assert result.stdout.strip() == "refused", result
+
+
+def test_nodes_hold_none_of_the_supervisors_fds(swarm):
+    s = swarm(base_config(nodes=3, app="swarmd_testapps:fd_report"))
+    s.wait_ready()
+    out = s.wait_output("FDS ")
+    wait_for(lambda: s.output().count("FDS ") >= 3, 10, "three fd reports")
+    supervisor = {os.readlink(f"/proc/{s.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{s.pid}/fd")}
+    for line in s.output().splitlines():
+        if "FDS " not in line:
+            continue
+        targets = {t.split("=", 1)[1] for t in line.split("FDS ", 1)[1].split()}
+        shared = {t for t in targets & supervisor if t.startswith(("pipe:", "socket:", "anon"))}
+        # Its own health, stdout and stderr pipes (the supervisor holds their read ends),
+        # nothing of other nodes, no socket, no pidfd, no epoll.
+        assert len(shared) == 3, (line, shared)
+        assert not any(t.startswith("socket:") for t in targets), line
+    assert out
+
