@@ -440,6 +440,9 @@ class Supervisor:
             proc.first_report_at = now
             if proc.state is State.BOOTING:
                 proc.state = State.RUNNING
+            if self.config.timeouts.report < self.config.timeouts.boot:  # re-arm earlier
+                proc.timers.append(self.timers.call_at(now + self.config.timeouts.report,
+                                                       lambda: self._check_liveness(proc)))
         if code == 0:
             if proc.healthy_since is None:
                 proc.healthy_since = now

@@ -131,3 +131,20 @@ def exit_code(node: Node) -> int:
         sys.stdout.write("last words\n")
         return int(os.environ.get("TESTAPP_EXIT", "3"))
     return steady(node)
+
+
+def soak(node: Node) -> int:
+    """steady, plus faults on demand: SIGUSR1 kills it (default action), SIGUSR2 makes it
+    report code 3 once, SIGWINCH code 2 once."""
+    pending: list[int] = []
+    signal.signal(signal.SIGUSR2, lambda *_: pending.append(3))
+    signal.signal(signal.SIGWINCH, lambda *_: pending.append(2))
+    while not node.stopping.is_set():
+        if pending:
+            node.unhealthy(pending.pop())
+        else:
+            node.healthy()
+        if node.quieting.is_set():
+            return 0
+        node.stopping.wait(PERIOD)
+    return 0

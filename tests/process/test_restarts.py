@@ -57,7 +57,8 @@ def test_log_code_is_journaled_and_node_keeps_running(swarm):
 def test_silent_node_is_replaced_after_report_timeout(swarm):
     s = swarm(base_config(nodes=2, app="swarmd_testapps:silent",
                           env={"TESTAPP_ONLY_NODE": "0", "TESTAPP_ONLY_GEN": "0"},
-                          timeouts={"report": "1s"}))
+                          timeouts={"report": "1s", "boot": "120s"}))
+    # boot is far beyond the wait below: the report deadline, not the boot one, must fire.
     s.wait_ready()
     s.wait_node(0, lambda n: n["generation"] == 1 and n["health"] == "healthy", timeout=20,
                 what="hung node 0 replaced")
