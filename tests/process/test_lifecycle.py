@@ -129,3 +129,47 @@ def test_no_zombie_and_no_leftover_child_after_stop(swarm):
     s.signal(signal.SIGINT)
     assert s.wait_exit() == 0
     assert not os.path.exists(s.runtime / "control.sock")
+
+
+def test_ttin_makes_every_node_write_the_stacks_of_all_its_threads(swarm):
+    s = swarm(base_config(nodes=2))
+    s.wait_ready()
+    s.signal(signal.SIGTTIN)
+    wait_for(lambda: s.output().count("stacks of") >= 2, 10, "a stack dump from each node")
+    out = s.output()
+    assert 'Thread "MainThread"' in out and "in steady" in out  # where the app really is
+    assert 'Thread "swarmd-parent-check"' in out
+    assert s.nodes()[0]["generation"] == 0  # nobody was harmed
+
+
+def test_a_long_stop_extends_systemds_timeout_while_it_progresses(swarm):
+    s = swarm(base_config(nodes=1, app="swarmd_testapps:ignore_term",
+                          timeouts={"shutdown": "3s"}))
+    s.wait_ready()
+    s.signal(signal.SIGTERM)
+    s.notify.wait("STOPPING")
+    s.notify.wait("EXTEND_TIMEOUT_USEC", lambda v: int(v) > 0)
+    assert s.wait_exit(timeout=20) == 0
+
+
+def test_without_preload_a_reload_deploys_new_code(swarm, tmp_path):
+    code = tmp_path / "code"
+    code.mkdir()
+    module = code / "deployed_app.py"
+    template = ("VERSION = {v}\n"
+                "def run(node):\n"
+                "    node.log.info('running version %d', VERSION)\n"
+                "    while not node.stopping.is_set() and not node.quieting.is_set():\n"
+                "        node.healthy()\n"
+                "        node.stopping.wait(0.2)\n")
+    module.write_text(template.format(v=1))
+    config = base_config(nodes=2, app="deployed_app:run", preload=False,
+                         env={"PYTHONPATH": str(code)})
+    s = swarm(config, env={"PYTHONPATH": os.pathsep.join([str(code), str(REPO)])})
+    s.wait_ready()
+    s.wait_output("running version 1")
+    module.write_text(template.format(v=2))
+    readies = len(s.notify.values("READY"))
+    s.signal(signal.SIGHUP)
+    s.notify.wait("READY", after=readies)
+    wait_for(lambda: s.output().count("running version 2") >= 2, 10, "both nodes on version 2")
