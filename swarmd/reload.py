@@ -13,8 +13,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from swarmd.fleet import Slot
     from swarmd.node import NodeProcess
-    from swarmd.supervisor import Slot, Supervisor
+    from swarmd.supervisor import Supervisor
 
 Waiter = Callable[[bool, str], None]
 
