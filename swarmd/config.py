@@ -6,6 +6,7 @@ files with the same messages: one line per problem, naming the key path and its 
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
@@ -77,12 +78,18 @@ def parse_duration(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError("expected a duration like 30s, 500ms or 2m")
     if isinstance(value, int | float):
-        return float(value)
+        return _finite(float(value))
     if isinstance(value, str):
         match = _DURATION.match(value)
         if match:
             return float(match.group(1)) * _UNITS[match.group(2)]
     raise ValueError("expected a duration like 30s, 500ms or 2m")
+
+
+def _finite(seconds: float) -> float:
+    if not math.isfinite(seconds):
+        raise ValueError("expected a finite duration like 30s, 500ms or 2m")
+    return seconds
 
 
 def format_duration(seconds: float) -> str:
@@ -95,31 +102,64 @@ def format_duration(seconds: float) -> str:
     if minutes < 60:
         return f"{minutes}m{rest}s" if rest else f"{minutes}m"
     hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes}m" if minutes else f"{hours}h"
+    return f"{hours}h" + (f"{minutes}m" if minutes else "") + (f"{rest}s" if rest else "")
 
 
-def _key_lines(node: yaml.Node | None, prefix: str = "") -> dict[str, int]:
-    """Map every key path ("timeouts.report", "health.codes.3.name") to its 1-based YAML line."""
-    lines: dict[str, int] = {}
+@dataclass
+class _Source:
+    """Where each key path stands in the YAML text, and what was written there."""
+
+    lines: dict[str, int] = field(default_factory=dict)  # path (or "key:" + path) -> line
+    texts: dict[str, str] = field(default_factory=dict)  # path -> scalar text as written
+    duplicates: list[str] = field(default_factory=list)
+
+
+def _walk(node: yaml.Node | None, source: _Source, prefix: str = "") -> _Source:
+    """Index every key path ("timeouts.report", "health.codes.3.name") of a composed document.
+
+    Paths use the parsed key (`0x10:` is 16, as the checks see it), not its spelling."""
     if isinstance(node, yaml.MappingNode):
+        constructor = yaml.SafeLoader("")
         for key_node, value_node in node.value:
-            path = f"{prefix}{key_node.value}"
-            lines[path] = value_node.start_mark.line + 1
-            lines["key:" + path] = key_node.start_mark.line + 1
-            lines.update(_key_lines(value_node, path + "."))
-    return lines
+            try:
+                key = (constructor.construct_object(key_node)
+                       if isinstance(key_node, yaml.ScalarNode) else key_node.value)
+            except yaml.YAMLError:
+                key = key_node.value
+            path = f"{prefix}{key}"
+            if "key:" + path in source.lines:
+                source.duplicates.append(path)
+            source.lines[path] = value_node.start_mark.line + 1
+            source.lines["key:" + path] = key_node.start_mark.line + 1
+            if isinstance(value_node, yaml.ScalarNode):
+                source.texts[path] = value_node.value
+            _walk(value_node, source, path + ".")
+    return source
 
 
 class _Checker:
     """Collects problems while reading; each is one line with key path and YAML line."""
 
-    def __init__(self, path: str, lines: dict[str, int]) -> None:
+    def __init__(self, path: str, source: _Source | None = None) -> None:
         self.path = path
-        self.lines = lines
+        self.source = source or _Source()
         self.problems: list[str] = []
 
+    def line_of(self, key: str, at_key: bool = False) -> int | None:
+        """The key's line, else its nearest written parent's (a missing key has none)."""
+        parts = key.split(".")
+        while parts:
+            path = ".".join(parts)
+            line = self.source.lines.get(("key:" if at_key else "") + path)
+            if line is None:
+                line = self.source.lines.get("key:" + path)
+            if line is not None:
+                return line
+            parts.pop()
+        return None
+
     def problem(self, key: str, message: str, *, at_key: bool = False) -> None:
-        line = self.lines.get(("key:" if at_key else "") + key) or self.lines.get(key)
+        line = self.line_of(key, at_key)
         where = f"{self.path}:{line}" if line else self.path
         self.problems.append(f"{where}: {key}: {message}")
 
@@ -199,7 +239,7 @@ def load(path: str) -> Config:
         raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
     except UnicodeDecodeError as exc:
         raise ConfigError([f"{path}: not UTF-8 text: {exc}"]) from None
-    checker = _Checker(path, {})
+    checker = _Checker(path)
     _check_permissions(path, checker)
     config = parse(text, path, checker)
     if checker.problems:
@@ -209,20 +249,22 @@ def load(path: str) -> Config:
 
 def parse(text: str, path: str = "<config>", checker: _Checker | None = None) -> Config:
     """Validate YAML text; raise ConfigError listing every problem."""
-    checker = checker or _Checker(path, {})
+    checker = checker or _Checker(path)
     try:
         data = yaml.safe_load(text)
-        checker.lines = _key_lines(yaml.compose(text, Loader=yaml.SafeLoader))
+        checker.source = _walk(yaml.compose(text, Loader=yaml.SafeLoader), _Source())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else path
         problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError([f"{where}: invalid YAML: {problem}"]) from None
+        raise ConfigError([*checker.problems, f"{where}: invalid YAML: {problem}"]) from None
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
-        raise ConfigError([f"{path}: the top level must be a mapping of keys, got "
-                           f"{_describe(data)}"])
+        raise ConfigError([*checker.problems, f"{path}: the top level must be a mapping of "
+                                              f"keys, got {_describe(data)}"])
+    for key in checker.source.duplicates:
+        checker.problem(key, "given twice; only the last would count: keep one", at_key=True)
     config = _build(data, checker, path)
     if checker.problems:
         raise ConfigError(checker.problems)
@@ -278,8 +320,13 @@ def _build(data: Mapping[str, Any], c: _Checker, path: str) -> Config:
         give_up_after=c.integer(r, "give_up_after", "restart.", rd.give_up_after, 0),
     )
     if restart.max_delay < restart.delay:
-        c.problem("restart.max_delay", f"must be >= restart.delay "
-                                       f"({format_duration(restart.delay)})")
+        if "max_delay" in r:
+            c.problem("restart.max_delay", f"must be >= restart.delay "
+                                           f"({format_duration(restart.delay)})")
+        else:
+            c.problem("restart.delay", f"is above restart.max_delay "
+                                       f"({format_duration(restart.max_delay)}, the default); "
+                                       f"set max_delay too")
     reload_mode = data.get("reload", defaults.reload)
     if reload_mode not in ("rolling", "quiet"):
         c.problem("reload", f"expected rolling or quiet, got {_describe(reload_mode)}")
@@ -323,8 +370,8 @@ def _env(data: Mapping[str, Any], c: _Checker) -> dict[str, str]:
             c.problem(key, "is set by swarmd itself and cannot be configured", at_key=True)
         elif isinstance(value, bool) or not isinstance(value, str | int | float):
             c.problem(key, f'expected a string, got {_describe(value)}; quote it: "..."')
-        else:
-            env[name] = str(value)
+        else:  # numbers as written: "1.10" stays 1.10, "0123" stays 0123
+            env[name] = value if isinstance(value, str) else c.source.texts.get(key, str(value))
     return env
 
 
@@ -340,20 +387,22 @@ def _health(data: Mapping[str, Any], c: _Checker) -> HealthTable:
             continue
         spec = c.mapping(spec, key)
         c.unknown_keys(spec, ("name", "priority", "action"), key + ".")
+        ok = True
         name = spec.get("name")
         if not isinstance(name, str) or not _CODE_NAME.match(name):
             c.problem(key + ".name", f"expected a lowercase name like memory_limit, "
                                      f"got {_describe(name)}")
-            continue
+            ok = False
         priority = spec.get("priority", "err")
-        if priority not in PRIORITIES:
+        if not isinstance(priority, str) or priority not in PRIORITIES:
             c.problem(key + ".priority", f"expected one of {', '.join(PRIORITIES)}, "
                                          f"got {_describe(priority)}")
-            continue
+            ok = False
         action = spec.get("action", "restart")
-        if action not in ACTIONS:
+        if not isinstance(action, str) or action not in ACTIONS:
             c.problem(key + ".action", f"expected one of {', '.join(ACTIONS)}, "
                                        f"got {_describe(action)}")
-            continue
-        table[code] = HealthCode(code, name, priority, action)
+            ok = False
+        if ok:
+            table[code] = HealthCode(code, name, priority, action)
     return HealthTable(table)

@@ -102,11 +102,18 @@ class LineSplitter:
         data = self._partial + data if self._partial else data
         lines = data.split(b"\n")
         self._partial = lines.pop()
-        if len(self._partial) >= self._limit:
-            lines.append(self._partial)
-            self._partial = b""
-        return [line.decode("utf-8", "replace").rstrip("\r") for line in lines]
+        limit = self._limit
+        out: list[bytes] = []
+        for line in lines:
+            if len(line) <= limit:
+                out.append(line)
+            else:  # a journal entry per `limit` bytes, never one unbounded entry
+                out.extend(line[i:i + limit] for i in range(0, len(line), limit))
+        while len(self._partial) >= limit:
+            out.append(self._partial[:limit])
+            self._partial = self._partial[limit:]
+        return [line.decode("utf-8", "replace").rstrip("\r") for line in out]
 
     def close(self) -> list[str]:
         rest, self._partial = self._partial, b""
-        return [rest.decode("utf-8", "replace")] if rest else []
+        return [rest.decode("utf-8", "replace").rstrip("\r")] if rest else []

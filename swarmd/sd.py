@@ -4,6 +4,7 @@ the journal. Everything here is silently a no-op where systemd is not there."""
 from __future__ import annotations
 
 import os
+import socket
 import time
 from typing import Any
 
@@ -31,11 +32,11 @@ class Notifier:
         self._last_status: str | None = None
         if self.enabled:
             self._notifier = sdnotify.SystemdNotifier()
-            sock = self._notifier.socket
-            if sock is None:
-                self.enabled = False
-            else:  # a slow reader must never block the supervision loop
-                sock.setblocking(False)
+            # sdnotify reads os.environ; connect to the socket of the environ we were given.
+            if self._notifier.socket is not None:
+                self._notifier.socket.close()
+            self._notifier.socket = _connect(env["NOTIFY_SOCKET"])
+            self.enabled = self._notifier.socket is not None
         for name in NOTIFY_ENV:
             env.pop(name, None)
 
@@ -70,6 +71,20 @@ class Notifier:
 
     def extend_timeout(self, seconds: float) -> None:
         self.send(f"EXTEND_TIMEOUT_USEC={int(seconds * 1_000_000)}")
+
+
+def _connect(address: str) -> socket.socket | None:
+    """A non-blocking datagram socket connected to NOTIFY_SOCKET ("@name" = abstract)."""
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+    try:
+        sock.connect(address)
+    except OSError:
+        sock.close()
+        return None
+    sock.setblocking(False)  # a slow reader must never block the supervision loop
+    return sock
 
 
 def _watchdog_interval(env: dict[str, str] | os._Environ[str]) -> float | None:

@@ -28,6 +28,7 @@ from swarmd.timers import Timer
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 HANDLED_SIGNALS = (*STOP_SIGNALS, signal.SIGHUP, signal.SIGTSTP, signal.SIGTTIN)
+MAX_WAIT = 3600.0  # seconds the loop sleeps at most, even when the next deadline is later
 EXTEND_EVERY = 2.0  # seconds between EXTEND_TIMEOUT_USEC while a stop or reload progresses
 
 
@@ -105,7 +106,8 @@ class Supervisor(Fleet):
 
     def _turn(self) -> None:
         deadline = self.timers.next_deadline()
-        timeout = None if deadline is None else max(0.0, deadline - self.clock())
+        # capped: epoll refuses timeouts beyond ~24 days, and a far deadline costs nothing
+        timeout = None if deadline is None else min(MAX_WAIT, max(0.0, deadline - self.clock()))
         for key, _ in self.selector.select(timeout):
             key.data()
         if self._signals:
