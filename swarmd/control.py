@@ -26,12 +26,16 @@ class ControlError(Exception):
 
 
 def runtime_dir(instance: str | None = None, environ: dict[str, str] | None = None) -> str:
-    """$RUNTIME_DIRECTORY (set by systemd), else /run/swarmd or /run/swarmd-<instance>."""
+    """$RUNTIME_DIRECTORY (set by systemd), else /run/swarmd or /run/swarmd-<instance>
+    ($XDG_RUNTIME_DIR/swarmd for a user who is not root)."""
     env = os.environ if environ is None else environ
-    if instance:
-        return f"/run/swarmd-{instance}"
+    name = f"swarmd-{instance}" if instance else "swarmd"
     value = env.get("RUNTIME_DIRECTORY", "")
-    return value.split(":")[0] if value else "/run/swarmd"
+    if value and not instance:
+        return value.split(":")[0]
+    if os.geteuid() != 0 and env.get("XDG_RUNTIME_DIR"):  # a user's foreground run
+        return os.path.join(env["XDG_RUNTIME_DIR"], name)
+    return f"/run/{name}"
 
 
 def socket_path(directory: str) -> str:

@@ -124,7 +124,11 @@ def journal_send(message: str, **fields: Any) -> None:
     """One structured journal entry; never raises (a full journal must not stop a node)."""
     if _journal is None:
         return
+    # sendv, not send: send() would stamp CODE_FILE/CODE_LINE of this very function on
+    # every entry; the fields given (a node's log record carries its own) are the truth.
+    entry = [f"MESSAGE={message}"]
+    entry.extend(f"{key}={value}" for key, value in fields.items() if value is not None)
     try:
-        _journal.send(message, **{k: v for k, v in fields.items() if v is not None})
-    except OSError:
+        _journal.sendv(*entry)
+    except (OSError, ValueError):
         pass

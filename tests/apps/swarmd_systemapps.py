@@ -12,8 +12,9 @@ import socket
 import sys
 import time
 
-from swarmd.api import Node
 from swarmd_testapps import PERIOD, _targeted, steady
+
+from swarmd.api import Node
 
 
 def chatty(node: Node) -> int:
