@@ -118,12 +118,12 @@ class Swarm:
     directory; stderr goes to a file the test can read."""
 
     def __init__(self, tmp: Path, config: dict[str, Any], *, watchdog_usec: int | None = None,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, runtime: Path | None = None) -> None:
         self.tmp = tmp
         self.config_path = tmp / "swarmd.yaml"
         self.write_config(config)
         self.notify = NotifySocket(tmp)
-        self.runtime = tmp / "run"
+        self.runtime = runtime or tmp / "run"
         self.log_path = tmp / "swarmd.log"
         environ = dict(os.environ)
         environ.update({
