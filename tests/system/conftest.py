@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.system.container import Container, ContainerError, preflight
+from tests.system.swarmd_service import service_binds
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -47,7 +48,7 @@ def container_binds() -> list[str]:
         if any(path == Path(b) or Path(b) in path.parents for b in binds):
             continue
         binds.append(str(path))
-    return binds
+    return binds + service_binds()
 
 
 def boot_or_fail(log_path: Path | None = None) -> Container:

@@ -1,10 +1,9 @@
 """The shipped swarmd units, installed in a test container, and ways to look at them.
 
 The units under test are the real files of ``packaging/systemd/`` with one change: their
-``/usr/local/bin/swarmd`` becomes this venv's ``swarmd`` (the container binds the repo and the
-venv read-only at their own paths). A drop-in adds what only the tests need: ``PYTHONPATH``
-for the test apps in ``tests/apps``. Nothing of the sandbox is relaxed: the repo and the venv
-are outside ``/home`` and world-readable, so the transient user sees them as an installed app.
+``/usr/local/bin/swarmd`` becomes ``python -m swarmd`` of this checkout, bound read-only at
+/opt/swarmd in the container. A drop-in adds what only the tests need: ``PYTHONPATH`` for
+the package and the test apps in ``tests/apps``. Nothing of the sandbox is relaxed.
 """
 
 from __future__ import annotations
@@ -22,15 +21,35 @@ from tests.system.container import Container, JournalEntry, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGING = REPO / "packaging" / "systemd"
-APPS = REPO / "tests" / "apps"
 SHIPPED_SWARMD = "/usr/local/bin/swarmd"
-SWARMD = str(Path(sys.prefix) / "bin" / "swarmd")  # the venv's, valid inside the container
+SWARMD = str(Path(sys.prefix) / "bin" / "swarmd")  # the venv's, for root inside the container
+
+# Where the service sees this checkout and its venv. The checkout may live anywhere (/root,
+# /home, /tmp), all of which the shipped sandbox hides (ProtectHome, PrivateTmp) or a transient
+# user cannot enter, so the container binds it again at an installed-looking path, like an
+# operator's /opt/swarmd. PYTHONPATH puts that copy of the package ahead of the venv's
+# editable-install finder, which would name the original path.
+INSTALLED = Path("/opt/swarmd")
+INSTALLED_VENV = Path("/opt/swarmd-venv")
+SERVICE_PYTHON = (INSTALLED / Path(sys.prefix).relative_to(REPO)
+                  if REPO in Path(sys.prefix).parents else INSTALLED_VENV) / "bin" / "python"
+SERVICE_SWARMD = f"{SERVICE_PYTHON} -m swarmd"
+APPS = INSTALLED / "tests" / "apps"
 
 TEST_DROPIN = f"""\
-# Test only: the test apps (tests/apps) importable by the supervisor and its nodes.
+# Test only: this checkout's package and its test apps (tests/apps), importable by the
+# supervisor and its nodes.
 [Service]
-Environment=PYTHONPATH={APPS}
+Environment=PYTHONPATH={INSTALLED}:{APPS}
 """
+
+
+def service_binds() -> list[str]:
+    """nspawn binds (SRC:DST) that show the checkout and venv at their installed paths."""
+    binds = [f"{REPO}:{INSTALLED}"]
+    if REPO not in Path(sys.prefix).parents:
+        binds.append(f"{Path(sys.prefix)}:{INSTALLED_VENV}")
+    return binds
 
 #: Short timeouts, so that every failure path of a test finishes in seconds.
 BASE_CONFIG: dict[str, Any] = {
@@ -43,10 +62,10 @@ BASE_CONFIG: dict[str, Any] = {
 
 
 def unit_for_tests(name: str) -> str:
-    """The shipped unit ``name`` with ExecStart/ExecReload pointing at the venv's swarmd."""
+    """The shipped unit ``name`` with ExecStart/ExecReload pointing at this checkout."""
     text = (PACKAGING / name).read_text()
     assert text.count(f"={SHIPPED_SWARMD} ") == 2, f"{name}: ExecStart/ExecReload moved?"
-    return text.replace(f"={SHIPPED_SWARMD} ", f"={SWARMD} ")
+    return text.replace(f"={SHIPPED_SWARMD} ", f"={SERVICE_SWARMD} ")
 
 
 def install_units(container: Container) -> None:
