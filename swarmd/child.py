@@ -85,6 +85,22 @@ def _node_fields(spec: ChildSpec) -> dict[str, Any]:
             "SWARMD_NODE_GENERATION": spec.generation, "SWARMD_NODE_PID": os.getpid()}
 
 
+OOM_SCORE_BONUS = 300  # a node is a likelier OOM victim than its supervisor
+
+
+def _prefer_as_oom_victim() -> None:
+    """Raise this node's oom_score_adj above the supervisor's (raising needs no privilege):
+    under memory pressure the kernel kills a node, which is restarted, not the supervisor,
+    whose death would take the whole fleet down."""
+    try:
+        with open("/proc/self/oom_score_adj", "r+") as handle:
+            current = int(handle.read().strip() or 0)
+            handle.seek(0)
+            handle.write(str(min(1000, current + OOM_SCORE_BONUS)))
+    except (OSError, ValueError):
+        pass
+
+
 def _reset_signals() -> None:
     signal.set_wakeup_fd(-1)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTSTP,
@@ -141,6 +157,7 @@ def _run(spec: ChildSpec) -> int:
     if os.getppid() != spec.supervisor_pid:
         return 0  # the supervisor died between fork and prctl
     _close_supervisor_fds(spec)
+    _prefer_as_oom_victim()
     _setup_stdio(spec)
     os.environ.update(spec.env)
     os.environ["SWARMD_NODE_ID"] = str(spec.node_id)

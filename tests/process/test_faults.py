@@ -233,3 +233,14 @@ def test_nodes_hold_none_of_the_supervisors_fds(swarm):
         assert not any(t.startswith("socket:") for t in targets), line
     assert out
 
+
+
+def test_nodes_are_likelier_oom_victims_than_their_supervisor(swarm):
+    s = swarm(base_config(nodes=1))
+    s.wait_ready()
+
+    def score(pid: int) -> int:
+        with open(f"/proc/{pid}/oom_score_adj") as handle:
+            return int(handle.read())
+
+    assert score(s.nodes()[0]["pid"]) == min(1000, score(s.pid) + 300)
