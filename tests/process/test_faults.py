@@ -181,7 +181,10 @@ try:
 except PermissionError:
     print("refused by the file mode")
     sys.exit()
-s.sendall(b'{"command": "status"}\\n')
+try:
+    s.sendall(b'{"command": "status"}\\n')
+except (BrokenPipeError, ConnectionResetError):
+    pass  # refused: the server already answered and closed; its answer is still readable
 print(json.loads(s.makefile().readline()).get("error") or "answered")
 """
 
