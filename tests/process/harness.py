@@ -11,27 +11,15 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import yaml
 
 from swarmd.control import ControlError, request
+from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 APPS = REPO / "tests" / "apps"
-T = TypeVar("T")
-
-
-def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.02) -> T:
-    """Poll until predicate() is truthy; fail naming `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)  # ok-sleep: the polling interval of a deadline wait
 
 
 def pid_alive(pid: int) -> bool:

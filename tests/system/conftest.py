@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.system.container import Container, ContainerError, preflight
-from tests.system.swarmd_service import service_binds
+from tests.system.swarmd_service import Swarmd, install_units, service_binds
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -103,3 +103,18 @@ def make_container(tmp_path: Path) -> Iterator[Callable[[], Container]]:
 def venv_python() -> str:
     """The interpreter running the tests: valid inside the container, which binds its venv."""
     return sys.executable
+
+
+@pytest.fixture(scope="module")
+def units(container: Container) -> Container:
+    """The container with the shipped swarmd units installed (test drop-in included)."""
+    install_units(container)
+    return container
+
+
+@pytest.fixture
+def swarmd(units: Container) -> Iterator[Swarmd]:
+    """The swarmd.service of `units`, reset after the test (stopped, failed state cleared)."""
+    service = Swarmd(units)
+    yield service
+    service.reset()

@@ -45,7 +45,8 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import TypeVar
+
+from tests.waiting import wait_for
 
 __all__ = [
     "Container",
@@ -58,7 +59,6 @@ __all__ = [
     "wait_for",
 ]
 
-T = TypeVar("T")
 
 #: One journal entry as ``journalctl -o json`` gives it; multi-valued fields become lists.
 JournalEntry = dict[str, "str | list[str]"]
@@ -99,26 +99,6 @@ class ContainerCommandError(subprocess.CalledProcessError):
             f"{super().__str__()}\n--- stdout ---\n{self.stdout or ''}"
             f"--- stderr ---\n{self.stderr or ''}"
         )
-
-
-def wait_for(
-    predicate: Callable[[], T | None], timeout: float, what: str, interval: float = POLL_INTERVAL
-) -> T:
-    """Poll ``predicate`` until it returns something truthy and return that.
-
-    Raises ``AssertionError`` naming ``what`` (and the last value seen) once ``timeout`` seconds
-    have passed. The predicate is always called at least once, and once more at the deadline.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(
-                f"timed out after {timeout:g}s waiting for {what} (last: {value!r})"
-            )
-        time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
 
 
 def preflight() -> list[str]:

@@ -4,7 +4,6 @@ node under that sandbox still talks TCP (while what it must not do fails)."""
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Iterator
 
 import pytest
 
@@ -13,7 +12,6 @@ from tests.system.swarmd_service import (
     PACKAGING,
     Swarmd,
     field,
-    install_units,
     security_exposure,
 )
 
@@ -21,19 +19,6 @@ pytestmark = pytest.mark.system
 
 MAX_EXPOSURE = 2.0
 LINE_SERVER = "swarmd-test-line-server.service"
-
-
-@pytest.fixture(scope="module")
-def units(container: Container) -> Container:
-    install_units(container)
-    return container
-
-
-@pytest.fixture
-def swarmd(units: Container) -> Iterator[Swarmd]:
-    service = Swarmd(units)
-    yield service
-    service.reset()
 
 
 @pytest.mark.parametrize("name", ["swarmd.service", "swarmd@.service"])

@@ -5,36 +5,21 @@ and the catalog that explains the events."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 
 import pytest
 
 from swarmd.events import KINDS
-from tests.system.container import Container, JournalEntry, wait_for
+from tests.system.container import JournalEntry, wait_for
 from tests.system.swarmd_service import (
     PACKAGING,
     Swarmd,
     field,
     install_catalog,
-    install_units,
 )
 
 pytestmark = pytest.mark.system
 
 NODE_FIELDS = ("SWARMD_NODE_ID", "SWARMD_NODE_PID", "SWARMD_NODE_GENERATION")
-
-
-@pytest.fixture(scope="module")
-def units(container: Container) -> Container:
-    install_units(container)
-    return container
-
-
-@pytest.fixture
-def swarmd(units: Container) -> Iterator[Swarmd]:
-    service = Swarmd(units)
-    yield service
-    service.reset()
 
 
 def node_entries(swarmd: Swarmd, node_id: int) -> list[JournalEntry]:

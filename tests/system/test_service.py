@@ -4,27 +4,13 @@ watchdog, and two template instances side by side."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 
 from tests.system.container import Container, wait_for
-from tests.system.swarmd_service import SWARMD, Swarmd, field, install_units
+from tests.system.swarmd_service import SWARMD, Swarmd, field
 
 pytestmark = pytest.mark.system
-
-
-@pytest.fixture(scope="module")
-def units(container: Container) -> Container:
-    install_units(container)
-    return container
-
-
-@pytest.fixture
-def swarmd(units: Container) -> Iterator[Swarmd]:
-    service = Swarmd(units)
-    yield service
-    service.reset()
 
 
 @pytest.mark.parametrize("unit", ["swarmd.service", "swarmd@fleet.service"])
