@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable
 
 from swarmd.health import MAX_CODE
 
@@ -17,7 +18,8 @@ class Node:
     """What `run(node)` receives: report health, watch for stop and quiet, log."""
 
     def __init__(self, node_id: int, generation: int, health_fd: int,
-                 log: logging.Logger | None = None, supervisor_pid: int | None = None) -> None:
+                 log: logging.Logger | None = None, supervisor_pid: int | None = None,
+                 after_first_report: Callable[[], None] | None = None) -> None:
         self.id = node_id
         self.generation = generation
         self.stopping = threading.Event()  # set on SIGTERM: finish up and return
@@ -27,6 +29,7 @@ class Node:
         self._lock = threading.Lock()
         self._pending: int | None = None  # worst code not yet written (pipe was full)
         self._supervisor_pid = supervisor_pid if supervisor_pid is not None else os.getppid()
+        self._after_first_report = after_first_report  # run once, after the first write
 
     def healthy(self) -> None:
         """Report code 0. Call it at least once per `timeouts.report`."""
@@ -54,6 +57,9 @@ class Node:
             except (BrokenPipeError, OSError):
                 self._pending = None
                 self.stopping.set()  # the supervisor is gone: nobody is listening any more
+        if self._after_first_report is not None:
+            hook, self._after_first_report = self._after_first_report, None
+            hook()
 
     @property
     def orphaned(self) -> bool:

@@ -10,6 +10,8 @@ import ctypes
 import importlib
 import logging
 import os
+import resource
+import select
 import signal
 import sys
 import threading
@@ -23,7 +25,8 @@ from swarmd.api import Node
 from swarmd.events import NODE_IDENTIFIER
 
 PR_SET_PDEATHSIG = 1
-ORPHAN_POLL = 0.2  # seconds between parent checks
+ORPHAN_POLL = 0.2  # seconds between parent checks once the supervisor's pipe broke
+ORPHAN_IDLE_MS = 1000  # milliseconds between parent checks while its pipe is fine
 ORPHAN_GRACE = 0.6  # an orphan's app gets this long to return after `stopping` is set
 EXIT_EXEC_FAILED = 127
 _LEVEL_PRIORITY = ((logging.CRITICAL, 2), (logging.ERROR, 3), (logging.WARNING, 4),
@@ -48,11 +51,17 @@ class ChildSpec:
     extra_fields: dict[str, Any] = field(default_factory=dict)
 
 
+try:  # loaded once, in the supervisor: a node does not dlopen libc again after each fork
+    _LIBC: ctypes.CDLL | None = ctypes.CDLL(None, use_errno=True)
+except OSError:  # pragma: no cover - no dynamic libc
+    _LIBC = None
+
+
 def _prctl_pdeathsig(sig: int) -> None:
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
-    except (OSError, AttributeError):
+        if _LIBC is not None:
+            _LIBC.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+    except AttributeError:
         pass  # the parent check below still fences the node
 
 
@@ -83,6 +92,32 @@ class JournalHandler(logging.Handler):
 def _node_fields(spec: ChildSpec) -> dict[str, Any]:
     return {"SYSLOG_IDENTIFIER": NODE_IDENTIFIER, "SWARMD_NODE_ID": spec.node_id,
             "SWARMD_NODE_GENERATION": spec.generation, "SWARMD_NODE_PID": os.getpid()}
+
+
+_nofile_for_nodes: tuple[int, int] | None = None  # the limits swarmd started with
+
+
+def raise_fd_limit() -> None:
+    """In the supervisor: lift the soft RLIMIT_NOFILE to the hard one (a fleet holds four
+    fds per node), remembering the original for the nodes, as systemd does for services:
+    a node gets the soft limit it would have had, since select()-based code breaks above 1024."""
+    global _nofile_for_nodes
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if _nofile_for_nodes is None:
+        _nofile_for_nodes = (soft, hard)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (OSError, ValueError):
+            pass
+
+
+def _restore_fd_limit() -> None:
+    if _nofile_for_nodes is not None:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, _nofile_for_nodes)
+        except (OSError, ValueError):
+            pass
 
 
 OOM_SCORE_BONUS = 300  # a node is a likelier OOM victim than its supervisor
@@ -120,11 +155,13 @@ def _setup_stdio(spec: ChildSpec) -> None:
 
 
 def _close_supervisor_fds(spec: ChildSpec) -> None:
-    for fd in spec.close_fds:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
+    """One os.closerange (close_range(2)) per run of consecutive fds, not a close per fd."""
+    fds = sorted(set(spec.close_fds))
+    start = 0
+    for index in range(1, len(fds) + 1):
+        if index == len(fds) or fds[index] != fds[index - 1] + 1:
+            os.closerange(fds[start], fds[index - 1] + 1)
+            start = index
 
 
 def main(spec: ChildSpec) -> NoReturn:
@@ -158,6 +195,7 @@ def _run(spec: ChildSpec) -> int:
         return 0  # the supervisor died between fork and prctl
     _close_supervisor_fds(spec)
     _prefer_as_oom_victim()
+    _restore_fd_limit()
     _setup_stdio(spec)
     os.environ.update(spec.env)
     os.environ["SWARMD_NODE_ID"] = str(spec.node_id)
@@ -231,9 +269,20 @@ def _dump_stacks(log: logging.Logger) -> None:
 
 
 def _watch_parent(node: Node, spec: ChildSpec) -> None:
-    """The parent check behind PR_SET_PDEATHSIG: an orphan stops, then exits within a second."""
+    """The parent check behind PR_SET_PDEATHSIG: an orphan stops, then exits within a second.
+
+    It sleeps in poll() on stderr, the write end of a pipe whose only reader is the supervisor:
+    POLLERR the moment that read end closes, i.e. the supervisor is gone, so an idle node does
+    not wake up five times a second; a look each ORPHAN_IDLE covers an app that replaced its
+    stderr. (Not the health pipe: a poll in progress holds its file, and a node that closes its
+    health pipe must be seen doing so.) getppid() stays the judge."""
+    waiter = select.poll()
+    waiter.register(2, 0)  # no events asked: only POLLERR (reader gone) or POLLNVAL wake it
     while not node.orphaned:
-        threading.Event().wait(ORPHAN_POLL)
+        if waiter.poll(ORPHAN_IDLE_MS):
+            # The supervisor's exit closes its fds just before the node is reparented.
+            while not node.orphaned:
+                threading.Event().wait(ORPHAN_POLL)
     node.stopping.set()
     threading.Event().wait(ORPHAN_GRACE)
     os._exit(0)
@@ -244,16 +293,29 @@ def _run_app(spec: ChildSpec) -> int:
         sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     os.set_blocking(spec.health_fd, False)
     log = _setup_logging(spec)
-    node = Node(spec.node_id, spec.generation, spec.health_fd, log, spec.supervisor_pid)
-    signal.signal(signal.SIGTERM, lambda *_: node.stopping.set())
+    watching: list[bool] = []
+
+    def watch_parent() -> None:
+        """The parent check starts after the first report (or at the first TERM), off the
+        path from fork to first report; PR_SET_PDEATHSIG covers the node until then."""
+        if not watching:
+            watching.append(True)
+            threading.Thread(target=_watch_parent, args=(node, spec),
+                             name="swarmd-parent-check", daemon=True).start()
+
+    def on_term(*_: object) -> None:
+        node.stopping.set()
+        watch_parent()
+
+    node = Node(spec.node_id, spec.generation, spec.health_fd, log, spec.supervisor_pid,
+                after_first_report=watch_parent)
+    signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, lambda *_: node.stopping.set())
     signal.signal(signal.SIGQUIT, lambda *_: node.stopping.set())
     signal.signal(signal.SIGTSTP, lambda *_: node.quieting.set())
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGTTIN, lambda *_: threading.Thread(
         target=_dump_stacks, args=(log,), name="swarmd-stacks", daemon=True).start())
-    threading.Thread(target=_watch_parent, args=(node, spec), name="swarmd-parent-check",
-                     daemon=True).start()
     try:
         app = resolve(spec.app)
         result = app(node)

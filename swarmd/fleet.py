@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 CLOSED_PIPE_GRACE = 0.5  # seconds between EOF on a health pipe and calling it an error
 PROTOCOL_ERROR_EVERY = 1.0  # at most one protocol-error entry per node per second
+HEALTHY_STATES = (State.RUNNING, State.DRAINING)  # with code 0: counts as healthy (NodeRow)
 
 
 class Slot:
@@ -196,7 +197,6 @@ class Fleet:
         else:
             proc.healthy_since = None
         previous, proc.code = proc.code, code
-        info = self.config.health[code]
         if code != previous:
             self._health_event(proc, previous, code, first, now)
         if first:
@@ -204,8 +204,10 @@ class Fleet:
             if self.reload is not None and slot is not None:
                 self.reload.node_reported_first(slot, code)
             self.check_ready()
-        if info.restarts and proc.term_sent_at is None:
-            self.terminate(proc, f"reported {info.name} ({code})", now)
+        if code and proc.term_sent_at is None:  # 0 (healthy) never restarts a node
+            info = self.config.health[code]
+            if info.restarts:
+                self.terminate(proc, f"reported {info.name} ({code})", now)
 
     def _closed_pipe(self, proc: NodeProcess) -> None:
         if proc.alive and proc.term_sent_at is None:

@@ -125,24 +125,25 @@ class NodeProcess:
 
     def read_health(self) -> HealthBatch | None:
         """All reports waiting in the pipe, folded; None at EOF (pipe closed by the node)."""
-        total = HealthBatch()
         fd = self.health_fd
-        if fd is None:
-            return total
-        for _ in range(MAX_READS_PER_WAKEUP):
+        total: HealthBatch | None = None
+        for _ in range(MAX_READS_PER_WAKEUP if fd is not None else 0):
             try:
-                data = os.read(fd, READ_CHUNK)
+                data = os.read(fd, READ_CHUNK)  # type: ignore[arg-type]
             except BlockingIOError:
                 break
             except OSError:
                 data = b""
+            batch = self._health.feed(data) if data else self._health.close()
+            if total is None:
+                total = batch  # the usual wake-up: one short read, nothing to merge
+            else:
+                _merge(total, batch)
             if not data:
-                _merge(total, self._health.close())
                 return total if total.reports or total.errors else None
-            _merge(total, self._health.feed(data))
             if len(data) < READ_CHUNK:
                 break
-        return total
+        return total if total is not None else HealthBatch()
 
     def close_health(self) -> None:
         if self.health_fd is not None:

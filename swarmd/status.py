@@ -35,8 +35,12 @@ class NodeRow:
 
 def status_text(rows: list[NodeRow], restarts: int, mode: str) -> str:
     """`3/4 healthy, 2 restarts, quiet`: what `systemctl status` shows."""
-    healthy = sum(1 for row in rows if row.healthy)
-    text = f"{healthy}/{len(rows)} healthy, {restarts} restart{'s' if restarts != 1 else ''}"
+    return summary_text(sum(1 for row in rows if row.healthy), len(rows), restarts, mode)
+
+
+def summary_text(healthy: int, total: int, restarts: int, mode: str) -> str:
+    """status_text from the counts alone (the loop's STATUS= needs no NodeRow per node)."""
+    text = f"{healthy}/{total} healthy, {restarts} restart{'s' if restarts != 1 else ''}"
     return text if mode == "running" else f"{text}, {mode}"
 
 

@@ -17,13 +17,14 @@ from collections.abc import Callable
 from typing import Any
 
 from swarmd import config as config_module
+from swarmd.child import raise_fd_limit, resolve
 from swarmd.config import Config, ConfigError
 from swarmd.control import ControlServer
 from swarmd.events import Sink
-from swarmd.fleet import Fleet
+from swarmd.fleet import HEALTHY_STATES, Fleet
 from swarmd.reload import RollingReload, Waiter
 from swarmd.sd import Notifier
-from swarmd.status import NodeRow, status_text
+from swarmd.status import NodeRow, summary_text
 from swarmd.timers import Timer
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
@@ -34,12 +35,6 @@ EXTEND_EVERY = 2.0  # seconds between EXTEND_TIMEOUT_USEC while a stop or reload
 
 class PreloadError(Exception):
     """The app named in the config cannot be imported in the supervisor."""
-
-
-def resolve_app(spec: str) -> Callable[..., Any]:
-    from swarmd.child import resolve  # the same lookup a node does without preload
-
-    return resolve(spec)
 
 
 class Supervisor(Fleet):
@@ -72,13 +67,14 @@ class Supervisor(Fleet):
         if not config.preload:
             return config.app
         try:
-            return resolve_app(config.app)
+            return resolve(config.app)  # the same lookup a node does without preload
         except Exception as exc:
             raise PreloadError(f"app: cannot load {config.app!r}: "
                                f"{type(exc).__name__}: {exc}") from exc
 
     def run(self) -> int:
         """Start every node and supervise until stopped; returns the exit code."""
+        raise_fd_limit()
         self._install_signals()
         try:
             if self.app is None:
@@ -348,7 +344,10 @@ class Supervisor(Fleet):
                                                   self._extend_tick)
 
     def status_text(self) -> str:
-        return status_text(self.rows(), self.restarts, mode=self.mode())
+        """The STATUS= line; computed after every change, so without building the rows."""
+        healthy = sum(1 for slot in self.slots.values() if slot.proc is not None
+                      and slot.proc.code == 0 and slot.proc.state in HEALTHY_STATES)
+        return summary_text(healthy, len(self.slots), self.restarts, self.mode())
 
     def mode(self) -> str:
         if self.stopping:

@@ -107,8 +107,10 @@ def test_500_restarts_leave_fds_and_memory_where_they_were(swarm):
     s.wait_node(0, lambda n: n["restarts"] >= 550, 180, "500 more restarts")
     assert _fd_count(s.pid) <= fds + 3  # a node being started holds a few fds for a moment
     assert _rss_kb(s.pid) <= rss + 2048, (rss, _rss_kb(s.pid))
-    assert zombies(s.pid) == []
-    assert len(children(s.pid)) <= 2
+    # Nodes die all the time here: a zombie may exist for an instant, but none may stay.
+    seen = set(zombies(s.pid))
+    wait_for(lambda: not seen & set(zombies(s.pid)), 5, f"zombies {seen} to be reaped")
+    assert len(children(s.pid)) <= 3
 
 
 def test_a_reused_pid_is_never_signalled():
@@ -247,3 +249,24 @@ def test_nodes_are_likelier_oom_victims_than_their_supervisor(swarm):
             return int(handle.read())
 
     assert score(s.nodes()[0]["pid"]) == min(1000, score(s.pid) + 300)
+
+
+def test_the_supervisor_lifts_its_fd_limit_and_nodes_get_the_original_back(swarm):
+    import resource
+
+    original = resource.getrlimit(resource.RLIMIT_NOFILE)
+    soft, hard = 256, original[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))  # inherited by the supervisor
+    try:
+        s = swarm(base_config(nodes=1))
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, original)
+
+    def limits(pid: int) -> tuple[str, str]:
+        with open(f"/proc/{pid}/limits") as handle:
+            line = next(x for x in handle if x.startswith("Max open files"))
+        return tuple(line.split()[3:5])
+
+    s.wait_ready()
+    assert limits(s.pid) == (str(hard), str(hard))
+    assert limits(s.nodes()[0]["pid"]) == (str(soft), str(hard))
