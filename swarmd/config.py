@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import shutil
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -350,6 +349,8 @@ def _command(data: Mapping[str, Any], c: _Checker) -> tuple[str, ...] | None:
                        for arg in value)):
         c.problem("command", f"expected a non-empty list of strings, got {_describe(value)}")
         return None
+    import shutil  # here, not at the top: only command nodes need it, and start-up is measured
+
     argv = tuple(str(arg) for arg in value)
     program = argv[0]
     if "/" in program:
