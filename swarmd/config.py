@@ -6,7 +6,6 @@ files with the same messages: one line per problem, naming the key path and its 
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import stat
@@ -16,12 +15,11 @@ from typing import Any
 
 import yaml
 
+from swarmd.durations import format_duration, parse_duration
 from swarmd.health import ACTIONS, PRIORITIES, HealthCode, HealthTable
 
 DEFAULT_PATH = "/etc/swarmd.yaml"
 MAX_NODES = 4096
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _APP = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _CODE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -70,38 +68,6 @@ class Config:
     @property
     def node_ids(self) -> range:
         return range(self.node_id_offset, self.node_id_offset + self.nodes)
-
-
-def parse_duration(value: Any) -> float:
-    """Seconds from a number or a string like `500ms`, `2s`, `1.5m`, `1h`; ValueError if not."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration like 30s, 500ms or 2m")
-    if isinstance(value, int | float):
-        return _finite(float(value))
-    if isinstance(value, str):
-        match = _DURATION.match(value)
-        if match:
-            return float(match.group(1)) * _UNITS[match.group(2)]
-    raise ValueError("expected a duration like 30s, 500ms or 2m")
-
-
-def _finite(seconds: float) -> float:
-    if not math.isfinite(seconds):
-        raise ValueError("expected a finite duration like 30s, 500ms or 2m")
-    return seconds
-
-
-def format_duration(seconds: float) -> str:
-    """The inverse of parse_duration for messages: 0.5 -> '500ms', 90 -> '1m30s'."""
-    if seconds < 1 and seconds != 0:
-        return f"{seconds * 1000:.0f}ms"
-    if seconds < 60:
-        return f"{seconds:g}s"
-    minutes, rest = divmod(round(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m{rest}s" if rest else f"{minutes}m"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h" + (f"{minutes}m" if minutes else "") + (f"{rest}s" if rest else "")
 
 
 @dataclass

@@ -14,7 +14,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from swarmd.backoff import Backoff
-from swarmd.config import Config, format_duration
+from swarmd.config import Config
+from swarmd.durations import format_duration
 from swarmd.events import Event, JournalSink, Sink, default_sink
 from swarmd.node import NodeProcess, State, spawn
 from swarmd.timers import Timer, Timers

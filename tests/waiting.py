@@ -27,4 +27,4 @@ def wait_for(
             raise AssertionError(
                 f"timed out after {timeout:g}s waiting for {what} (last: {value!r})"
             )
-        time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+        time.sleep(min(interval, max(0.0, deadline - time.monotonic())))  # ok-sleep: poll

@@ -28,7 +28,8 @@ def chatty(node: Node) -> int:
 
 def late(node: Node) -> int:
     """Sends its first report only after TESTAPP_BOOT_DELAY seconds."""
-    time.sleep(float(os.environ.get("TESTAPP_BOOT_DELAY", "1")))
+    delay = float(os.environ.get("TESTAPP_BOOT_DELAY", "1"))
+    time.sleep(delay)  # ok-sleep: the node app simulates a slow boot
     return steady(node)
 
 
@@ -38,14 +39,14 @@ def code_burst(node: Node) -> int:
     if _targeted(node):
         code = int(os.environ.get("TESTAPP_CODE", "3"))
         node.healthy()
-        time.sleep(PERIOD)
+        time.sleep(PERIOD)  # ok-sleep: the node app simulates work
         for _ in range(int(os.environ.get("TESTAPP_REPEAT", "5"))):
             node.unhealthy(code)
-            time.sleep(PERIOD)
+            time.sleep(PERIOD)  # ok-sleep: the node app simulates work
         node.log.info("node %d: code burst over", node.id)
         for _ in range(5):
             node.healthy()
-            time.sleep(PERIOD)
+            time.sleep(PERIOD)  # ok-sleep: the node app simulates work
         node.log.info("node %d: healthy again", node.id)
     return steady(node)
 

@@ -58,7 +58,7 @@ def code_once(node: Node) -> int:
     code = int(os.environ.get("TESTAPP_CODE", "3"))
     if _targeted(node):
         node.healthy()
-        time.sleep(PERIOD)
+        time.sleep(PERIOD)  # ok-sleep: the node app simulates work
         node.unhealthy(code)
         node.stopping.wait(PERIOD * 3)
     return steady(node)
@@ -71,7 +71,7 @@ def silent(node: Node) -> int:
         if os.environ.get("TESTAPP_IGNORE_TERM") == "1":
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
         while True:
-            time.sleep(3600)
+            time.sleep(3600)  # ok-sleep: the node app simulates work
     return steady(node)
 
 

@@ -336,7 +336,7 @@ class Container:
             remaining()
             self.pid = self._find_init() or 0
             if not self.pid:
-                time.sleep(POLL_INTERVAL)
+                time.sleep(POLL_INTERVAL)  # ok-sleep: poll interval
         state = ""
         while True:
             left = remaining()
@@ -347,7 +347,7 @@ class Container:
             if state in ("running", "degraded"):
                 self.boot_state = state
                 return
-            time.sleep(POLL_INTERVAL)
+            time.sleep(POLL_INTERVAL)  # ok-sleep: poll interval
 
     def _find_init(self) -> int | None:
         """The child of nspawn that is PID 1 of a new PID namespace and has exec'd systemd."""
