@@ -95,13 +95,16 @@ def _node_fields(spec: ChildSpec) -> dict[str, Any]:
 
 
 _nofile_for_nodes: tuple[int, int] | None = None  # the limits swarmd started with
+_oom_score_for_nodes: int | None = None  # the supervisor's oom_score_adj + OOM_SCORE_BONUS
+OOM_SCORE_BONUS = 300  # a node is a likelier OOM victim than its supervisor
 
 
-def raise_fd_limit() -> None:
-    """In the supervisor: lift the soft RLIMIT_NOFILE to the hard one (a fleet holds four
-    fds per node), remembering the original for the nodes, as systemd does for services:
-    a node gets the soft limit it would have had, since select()-based code breaks above 1024."""
-    global _nofile_for_nodes
+def prepare_supervisor() -> None:
+    """In the supervisor, once: lift the soft RLIMIT_NOFILE to the hard one (a fleet holds
+    four fds per node), remembering the original for the nodes, as systemd does for services
+    (a node gets the soft limit it would have had: select()-based code breaks above 1024);
+    and work out the oom_score_adj that nodes take, so a fork does not have to read it."""
+    global _nofile_for_nodes, _oom_score_for_nodes
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if _nofile_for_nodes is None:
         _nofile_for_nodes = (soft, hard)
@@ -110,6 +113,11 @@ def raise_fd_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         except (OSError, ValueError):
             pass
+    try:
+        with open("/proc/self/oom_score_adj") as handle:
+            _oom_score_for_nodes = min(1000, int(handle.read().strip() or 0) + OOM_SCORE_BONUS)
+    except (OSError, ValueError):
+        _oom_score_for_nodes = None
 
 
 def _restore_fd_limit() -> None:
@@ -120,28 +128,36 @@ def _restore_fd_limit() -> None:
             pass
 
 
-OOM_SCORE_BONUS = 300  # a node is a likelier OOM victim than its supervisor
 
 
 def _prefer_as_oom_victim() -> None:
     """Raise this node's oom_score_adj above the supervisor's (raising needs no privilege):
     under memory pressure the kernel kills a node, which is restarted, not the supervisor,
-    whose death would take the whole fleet down."""
+    whose death would take the whole fleet down. The value was worked out before the fork."""
+    if _oom_score_for_nodes is None:
+        return
     try:
-        with open("/proc/self/oom_score_adj", "r+") as handle:
-            current = int(handle.read().strip() or 0)
-            handle.seek(0)
-            handle.write(str(min(1000, current + OOM_SCORE_BONUS)))
-    except (OSError, ValueError):
+        fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY)
+        try:
+            os.write(fd, b"%d" % _oom_score_for_nodes)
+        finally:
+            os.close(fd)
+    except OSError:
         pass
 
 
-def _reset_signals() -> None:
+def _reset_signals(command: bool) -> None:
+    """Undo the supervisor's signal set-up, as little as needed: TERM, INT and QUIT at once
+    (until the node's own handlers are in, they end it like any fresh process); before an
+    exec, caught signals reset themselves but ignored ones (Python ignores PIPE and XFSZ) stay
+    ignored, so those go back to the default. An app node keeps Python's SIGPIPE behaviour
+    (BrokenPipeError) and gets its other handlers from _run_app."""
     signal.set_wakeup_fd(-1)
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTSTP,
-                signal.SIGTTIN, signal.SIGTTOU, signal.SIGCHLD, signal.SIGUSR1, signal.SIGUSR2):
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
         signal.signal(sig, signal.SIG_DFL)
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    if command:
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
 
 
@@ -187,7 +203,7 @@ def main(spec: ChildSpec) -> NoReturn:
 
 
 def _run(spec: ChildSpec) -> int:
-    _reset_signals()
+    _reset_signals(bool(spec.command))
     os.setpgid(0, 0)  # the terminal's ^C reaches the supervisor only, which stops in order
     # A command node cannot run a parent check after exec, so its fence is a hard one.
     _prctl_pdeathsig(signal.SIGKILL if spec.command else signal.SIGTERM)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from swarmd import config as config_module
-from swarmd.child import raise_fd_limit, resolve
+from swarmd.child import prepare_supervisor, resolve
 from swarmd.config import Config, ConfigError
 from swarmd.control import ControlServer
 from swarmd.events import Sink
@@ -74,7 +74,7 @@ class Supervisor(Fleet):
 
     def run(self) -> int:
         """Start every node and supervise until stopped; returns the exit code."""
-        raise_fd_limit()
+        prepare_supervisor()
         self._install_signals()
         try:
             if self.app is None:

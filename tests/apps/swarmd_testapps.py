@@ -121,6 +121,7 @@ def fd_report(node: Node) -> int:
     print("FDS " + " ".join(lines), flush=True)
     print("ENV " + " ".join(k for k in os.environ
                            if k.startswith(("NOTIFY", "WATCHDOG", "SWARMD"))), flush=True)
+    print(f"SIGPIPE {signal.getsignal(signal.SIGPIPE)!r}", flush=True)
     return steady(node)
 
 

@@ -38,6 +38,8 @@ def test_nodes_never_hold_notify_socket_or_watchdog_variables(swarm):
     env_line = next(line for line in out.splitlines() if "ENV " in line)
     assert "NOTIFY_SOCKET" not in env_line and "WATCHDOG" not in env_line
     assert "SWARMD_NODE_ID" in env_line and "SWARMD_NODE_GENERATION" in env_line
+    # A Python node keeps Python's SIGPIPE (ignored: BrokenPipeError, not sudden death).
+    assert "SIGPIPE <Handlers.SIG_IGN: 1>" in s.wait_output("SIGPIPE ")
     fd_line = next(line for line in out.splitlines() if "FDS " in line)
     targets = fd_line.split("FDS ", 1)[1].split()
     # stdin, stdout, stderr, its own health pipe; nothing of the supervisor's.
