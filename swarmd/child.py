@@ -17,7 +17,7 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from swarmd import sd
@@ -48,7 +48,6 @@ class ChildSpec:
     journal: bool  # write logs and tracebacks to the journal directly
     app: Callable[[Node], Any] | str | None = None
     command: tuple[str, ...] | None = None
-    extra_fields: dict[str, Any] = field(default_factory=dict)
 
 
 try:  # loaded once, in the supervisor: a node does not dlopen libc again after each fork

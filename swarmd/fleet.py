@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 
 CLOSED_PIPE_GRACE = 0.5  # seconds between EOF on a health pipe and calling it an error
 PROTOCOL_ERROR_EVERY = 1.0  # at most one protocol-error entry per node per second
-HEALTHY_STATES = (State.RUNNING, State.DRAINING)  # with code 0: counts as healthy (NodeRow)
 
 
 class Slot:
@@ -182,7 +181,6 @@ class Fleet:
         if batch.worst is None:
             return
         code = batch.worst
-        proc.reports += batch.reports
         proc.last_report_at = now
         first = proc.first_report_at is None
         if first:

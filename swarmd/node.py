@@ -74,7 +74,6 @@ class NodeProcess:
         self.last_report_at: float | None = None
         self.healthy_since: float | None = None
         self.code: int | None = None  # worst code of the last read
-        self.reports = 0
         self.stop_reason: str | None = None  # why we asked it to go, None = it went by itself
         self.term_sent_at: float | None = None
         self.killed = False

@@ -113,10 +113,6 @@ def _watchdog_interval(env: dict[str, str] | os._Environ[str]) -> float | None:
     return value / 2_000_000 if value > 0 else None
 
 
-def journal_available() -> bool:
-    return _journal_module() is not None
-
-
 def stderr_is_journal(environ: dict[str, str] | os._Environ[str] | None = None) -> bool:
     """True when our stderr is the stream systemd connected to the journal (JOURNAL_STREAM)."""
     env = os.environ if environ is None else environ

@@ -20,7 +20,7 @@ class NodeRow:
 
     @property
     def healthy(self) -> bool:
-        return self.pid is not None and self.code == 0 and self.state in ("running", "draining")
+        return self.pid is not None and counts_as_healthy(self.code, self.state)
 
     def to_dict(self, now: float | None = None) -> dict[str, Any]:
         data = asdict(self)
@@ -31,6 +31,14 @@ class NodeRow:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> NodeRow:
         return cls(**{k: data.get(k) for k in cls.__dataclass_fields__})
+
+
+HEALTHY_STATES = ("running", "draining")  # a quieted node draining its work still serves
+
+
+def counts_as_healthy(code: int | None, state: str) -> bool:
+    """The one rule for `<healthy>/<total> healthy`: last code 0, and not booting or going."""
+    return code == 0 and state in HEALTHY_STATES
 
 
 def status_text(rows: list[NodeRow], restarts: int, mode: str) -> str:

@@ -21,10 +21,10 @@ from swarmd.child import prepare_supervisor, resolve
 from swarmd.config import Config, ConfigError
 from swarmd.control import ControlServer
 from swarmd.events import Sink
-from swarmd.fleet import HEALTHY_STATES, Fleet
+from swarmd.fleet import Fleet
 from swarmd.reload import RollingReload, Waiter
 from swarmd.sd import Notifier
-from swarmd.status import NodeRow, summary_text
+from swarmd.status import NodeRow, counts_as_healthy, summary_text
 from swarmd.timers import Timer
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
@@ -49,7 +49,6 @@ class Supervisor(Fleet):
         self.ready_sent = False
         self.pending_reload: list[Waiter] = []
         self.control: ControlServer | None = None
-        self.started_at = time.time()
         self.started_monotonic = time.monotonic()
         self._signals: deque[int] = deque()
         self._wake_r, self._wake_w = socket.socketpair()
@@ -346,7 +345,7 @@ class Supervisor(Fleet):
     def status_text(self) -> str:
         """The STATUS= line; computed after every change, so without building the rows."""
         healthy = sum(1 for slot in self.slots.values() if slot.proc is not None
-                      and slot.proc.code == 0 and slot.proc.state in HEALTHY_STATES)
+                      and counts_as_healthy(slot.proc.code, slot.proc.state.value))
         return summary_text(healthy, len(self.slots), self.restarts, self.mode())
 
     def mode(self) -> str:
