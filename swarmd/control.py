@@ -10,11 +10,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import selectors
 import socket
 import struct
 from collections.abc import Callable
+from functools import partial
 from typing import Any
+
+from swarmd.poller import Poller
 
 SOCKET_NAME = "control.sock"
 MAX_REQUEST = 4096
@@ -52,7 +54,7 @@ Handler = Callable[[dict[str, Any], Callable[[dict[str, Any]], None]], None]
 
 
 class ControlServer:
-    """Accepts requests inside the supervisor's selector; never blocks the loop for long."""
+    """Accepts requests inside the supervisor's loop; never blocks the loop for long."""
 
     def __init__(self, directory: str, handler: Handler) -> None:
         self.path = socket_path(directory)
@@ -70,7 +72,7 @@ class ControlServer:
         self.sock.setblocking(False)
         self.clients: dict[int, socket.socket] = {}
         self._buffers: dict[int, bytes] = {}
-        self._selector: selectors.BaseSelector | None = None
+        self._poller: Poller | None = None
 
     def _remove_stale(self) -> None:
         if not os.path.exists(self.path):
@@ -90,9 +92,9 @@ class ControlServer:
     def fds(self) -> list[int]:
         return [self.sock.fileno(), *self.clients]
 
-    def register(self, selector: selectors.BaseSelector) -> None:
-        self._selector = selector
-        selector.register(self.sock, selectors.EVENT_READ, self._accept)
+    def register(self, poller: Poller) -> None:
+        self._poller = poller
+        poller.register(self.sock, self._accept)
 
     def _accept(self) -> None:
         for _ in range(16):
@@ -109,8 +111,8 @@ class ControlServer:
             fd = conn.fileno()
             self.clients[fd] = conn
             self._buffers[fd] = b""
-            assert self._selector is not None
-            self._selector.register(conn, selectors.EVENT_READ, lambda fd=fd: self._read(fd))
+            assert self._poller is not None
+            self._poller.register(conn, partial(self._read, fd))
 
     def _read(self, fd: int) -> None:
         conn = self.clients.get(fd)
@@ -132,8 +134,8 @@ class ControlServer:
             else:
                 self._buffers[fd] = buffer
             return
-        assert self._selector is not None
-        self._selector.unregister(conn)  # one request per connection
+        assert self._poller is not None
+        self._poller.unregister(conn)  # one request per connection
         line = buffer.split(b"\n", 1)[0]
         try:
             request = json.loads(line)
@@ -148,8 +150,8 @@ class ControlServer:
         conn = self.clients.get(fd)
         if conn is None:
             return
-        if registered and self._selector is not None:
-            self._selector.unregister(conn)
+        if registered and self._poller is not None:
+            self._poller.unregister(conn)
         try:
             conn.settimeout(REPLY_TIMEOUT)
             conn.sendall(json.dumps(reply).encode() + b"\n")
@@ -159,9 +161,8 @@ class ControlServer:
 
     def _drop(self, fd: int) -> None:
         conn = self.clients.get(fd)
-        if conn is not None and self._selector is not None:
-            with contextlib.suppress(KeyError, ValueError):
-                self._selector.unregister(conn)
+        if conn is not None and self._poller is not None:
+            self._poller.unregister(conn)
         self._close(fd)
 
     def _close(self, fd: int) -> None:

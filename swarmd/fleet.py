@@ -7,17 +7,18 @@ exit) into events and into the restart policy. The decisions that concern the wh
 
 from __future__ import annotations
 
-import selectors
 import signal
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from swarmd.backoff import Backoff
 from swarmd.config import Config
 from swarmd.durations import format_duration
 from swarmd.events import Event, JournalSink, Sink, default_sink
-from swarmd.node import NodeProcess, State, spawn
+from swarmd.node import DRAIN_LIMIT, HEALTHY_ONE, NodeProcess, State, spawn
+from swarmd.poller import Poller
 from swarmd.timers import Timer, Timers
 
 if TYPE_CHECKING:
@@ -56,7 +57,7 @@ class Fleet:
         self.journal = isinstance(self.sink, JournalSink)
         self.clock = time.monotonic
         self.timers = Timers()
-        self.selector = selectors.DefaultSelector()
+        self.poller = Poller()
         self.slots: dict[int, Slot] = {}
         self.app: Callable[..., Any] | str | None = None
         self.quiet = False
@@ -107,12 +108,10 @@ class Fleet:
             self._schedule_restart(slot, None)
             return
         slot.proc = proc
-        self.selector.register(proc.pidfd, selectors.EVENT_READ, lambda: self._on_exit(slot, proc))
-        self.selector.register(proc.health_fd, selectors.EVENT_READ, lambda: self._on_health(proc))
+        self.poller.register(proc.pidfd, partial(self._on_exit, slot, proc))
+        self.poller.register(proc.health_fd, partial(self._on_health, proc))
         for fd, priority in proc.output_fds.items():
-            self.selector.register(fd, selectors.EVENT_READ,
-                                   lambda fd=fd, priority=priority: self._on_output(proc, fd,
-                                                                                    priority))
+            self.poller.register(fd, partial(self._on_output, proc, fd, priority))
         proc.timers.append(self.timers.call_at(now + self.config.timeouts.boot,
                                                lambda: self._check_liveness(proc)))
         self.emit("node.started", f"node {slot.id} started (pid {proc.pid}, generation "
@@ -167,10 +166,13 @@ class Fleet:
 
     def _on_health(self, proc: NodeProcess) -> None:
         batch = proc.read_health()
+        if batch is HEALTHY_ONE and proc.code == 0 and proc.first_report_at is not None:
+            proc.last_report_at = self.clock()  # the usual wake-up at rest: nothing else changes
+            return
         now = self.clock()
         if batch is None:
             if proc.health_fd is not None:
-                self.selector.unregister(proc.health_fd)
+                self.poller.unregister(proc.health_fd)
                 proc.close_health()
             # An exiting process closes its fds a moment before it becomes a zombie: judge
             # a closed pipe only once the exit would have been seen.
@@ -244,7 +246,7 @@ class Fleet:
         for line in lines:
             self._forward(proc, line, priority)
         if eof:
-            self.selector.unregister(fd)
+            self.poller.unregister(fd)
             proc.close_output(fd)
 
     def _forward(self, proc: NodeProcess, line: str, priority: int) -> None:
@@ -296,16 +298,16 @@ class Fleet:
             timer.cancel()
         proc.timers.clear()
         if proc.health_fd is not None:
-            self.selector.unregister(proc.health_fd)
+            self.poller.unregister(proc.health_fd)
             proc.close_health()
         for fd, priority in list(proc.output_fds.items()):
-            lines, _ = proc.read_output(fd, limit=1 << 20)
+            lines, _ = proc.read_output(fd, limit=DRAIN_LIMIT)
             for line in lines + proc.flush_output(fd):
                 self._forward(proc, line, priority)
-            self.selector.unregister(fd)
+            self.poller.unregister(fd)
             proc.close_output(fd)
         if proc.pidfd is not None:
-            self.selector.unregister(proc.pidfd)
+            self.poller.unregister(proc.pidfd)
             proc.close_pidfd()
 
     def _schedule_restart(self, slot: Slot, proc: NodeProcess | None) -> None:

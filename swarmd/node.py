@@ -21,6 +21,7 @@ from swarmd.protocol import HealthBatch, HealthParser, LineSplitter
 READ_CHUNK = 65536
 MAX_READS_PER_WAKEUP = 4  # bounded work per node per loop turn: never starve the others
 DRAIN_LIMIT = 1 << 20  # after an exit, read at most this much left-over output
+HEALTHY_ONE = HealthBatch(worst=0, reports=1)  # see NodeProcess.read_health
 
 
 class State(enum.Enum):
@@ -123,7 +124,9 @@ class NodeProcess:
         self.killed = self.send(signal.SIGKILL) or self.killed
 
     def read_health(self) -> HealthBatch | None:
-        """All reports waiting in the pipe, folded; None at EOF (pipe closed by the node)."""
+        """All reports waiting in the pipe, folded; None at EOF (pipe closed by the node).
+        HEALTHY_ONE (shared: never modify it) when the read was one "0\\n" and nothing else,
+        the wake-up of a fleet at rest, which then costs no parsing and no allocation."""
         fd = self.health_fd
         total: HealthBatch | None = None
         for _ in range(MAX_READS_PER_WAKEUP if fd is not None else 0):
@@ -133,6 +136,8 @@ class NodeProcess:
                 break
             except OSError:
                 data = b""
+            if data == b"0\n" and total is None and self._health.at_line_start:
+                return HEALTHY_ONE
             batch = self._health.feed(data) if data else self._health.close()
             if total is None:
                 total = batch  # the usual wake-up: one short read, nothing to merge

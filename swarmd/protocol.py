@@ -50,6 +50,8 @@ class HealthParser:
     def __init__(self) -> None:
         self._partial = b""
         self._skipping = False  # inside an over-long line: drop up to its newline
+        # nothing pending, the next byte starts a line (a plain attribute: read per wake-up)
+        self.at_line_start = True
 
     def feed(self, data: bytes) -> HealthBatch:
         batch = HealthBatch()
@@ -78,14 +80,14 @@ class HealthParser:
                                         + (f" ({count} times)" if count > 1 else ""))
                 elif batch.worst is None or code > batch.worst:
                     batch.worst = code
-        if self._skipping:
-            return batch
-        if len(tail) > MAX_HEALTH_LINE:
-            batch.errors.append(f"a line longer than {MAX_HEALTH_LINE} bytes without newline: "
-                                f"{_show(tail)}; dropped up to the next newline")
-            self._skipping = True
-        else:
-            self._partial = tail
+        if not self._skipping:
+            if len(tail) > MAX_HEALTH_LINE:
+                batch.errors.append(f"a line longer than {MAX_HEALTH_LINE} bytes without "
+                                    f"newline: {_show(tail)}; dropped up to the next newline")
+                self._skipping = True
+            else:
+                self._partial = tail
+        self.at_line_start = not self._partial and not self._skipping
         return batch
 
     def close(self) -> HealthBatch:
@@ -98,6 +100,7 @@ class HealthParser:
             else:
                 batch.worst, batch.reports = code, 1
         self._partial = b""
+        self.at_line_start = not self._skipping
         return batch
 
 

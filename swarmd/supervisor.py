@@ -1,14 +1,13 @@
 """The supervision loop: signals, timers and node events -> decisions.
 
-One thread, one selector: every node's health pipe, output pipes and pidfd, the signal wake-up
-fd and the control socket. Signal handlers only queue; the loop dispatches each to one
-`handle_<signal>` method. Deadlines are timers, so the loop sleeps exactly until the next one.
+One thread, one epoll (swarmd/poller.py): every node's health pipe, output pipes and pidfd, the
+signal wake-up fd and the control socket. Signal handlers only queue; the loop dispatches each to
+one `handle_<signal>` method. Deadlines are timers, so the loop sleeps exactly until the next one.
 """
 
 from __future__ import annotations
 
 import os
-import selectors
 import signal
 import socket
 import time
@@ -103,8 +102,7 @@ class Supervisor(Fleet):
         deadline = self.timers.next_deadline()
         # capped: epoll refuses timeouts beyond ~24 days, and a far deadline costs nothing
         timeout = None if deadline is None else min(MAX_WAIT, max(0.0, deadline - self.clock()))
-        for key, _ in self.selector.select(timeout):
-            key.data()
+        self.poller.poll(timeout, between=self._run_overdue_timers)
         if self._signals:
             self._dispatch_signals()
         self.timers.run_due(self.clock())
@@ -112,9 +110,15 @@ class Supervisor(Fleet):
             self._dirty = False
             self.notifier.status(self.status_text())
 
+    def _run_overdue_timers(self) -> None:
+        """Between two ready fds: a deadline that passed while a long batch of reads ran (a
+        flood) fires now, not after the whole batch, so the watchdog keeps its rhythm."""
+        if self.timers.overdue(self.clock()):
+            self.timers.run_due(self.clock())
+
     def attach_control(self, server: ControlServer) -> None:
         self.control = server
-        server.register(self.selector)
+        server.register(self.poller)
 
     def handle_request(self, request: dict[str, Any],
                        reply: Callable[[dict[str, Any]], None]) -> None:
@@ -140,7 +144,7 @@ class Supervisor(Fleet):
         signal.set_wakeup_fd(-1)
         for sig in HANDLED_SIGNALS:
             signal.signal(sig, signal.SIG_DFL)
-        self.selector.close()
+        self.poller.close()
         self._wake_r.close()
         self._wake_w.close()
 
@@ -152,7 +156,7 @@ class Supervisor(Fleet):
         signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
         for sig in HANDLED_SIGNALS:
             signal.signal(sig, lambda signum, _frame: self._signals.append(signum))
-        self.selector.register(self._wake_r, selectors.EVENT_READ, self._drain_wakeup)
+        self.poller.register(self._wake_r, self._drain_wakeup)
 
     def _drain_wakeup(self) -> None:
         try:
@@ -286,7 +290,7 @@ class Supervisor(Fleet):
     def private_fds(self) -> list[int]:
         """The supervisor's own fds: a child closes them all, so no node holds another's pipe,
         the notify socket or the control socket."""
-        fds = [self.selector.fileno(), self._wake_r.fileno(), self._wake_w.fileno()]
+        fds = [self.poller.fileno(), self._wake_r.fileno(), self._wake_w.fileno()]
         if self.control is not None:
             fds.extend(self.control.fds())
         notify_fd = self.notifier.fileno()
@@ -388,4 +392,4 @@ class Supervisor(Fleet):
                     proc.kill()
                     os.waitpid(proc.pid, 0)
                     break
-                time.sleep(0.05)  # the selector may be what failed: plain polling here
+                time.sleep(0.05)  # the poller may be what failed: plain polling here

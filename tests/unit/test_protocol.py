@@ -262,3 +262,16 @@ def test_a_very_long_line_is_cut_at_the_limit(limit: int, chunks: list[bytes]) -
     lines = [line for chunk in chunks for line in splitter.feed(chunk)] + splitter.close()
     assert all(len(line) <= limit for line in lines), [len(line) for line in lines]
     assert "".join(lines) == b"".join(chunks).decode().rstrip("\n")
+
+
+def test_at_line_start_follows_partial_and_skipped_lines() -> None:
+    parser = HealthParser()
+    assert parser.at_line_start
+    parser.feed(b"0\n3")
+    assert not parser.at_line_start
+    parser.feed(b"\n")
+    assert parser.at_line_start
+    parser.feed(b"x" * (MAX_HEALTH_LINE + 1))
+    assert not parser.at_line_start  # skipping an over-long line
+    parser.feed(b"yy\n")
+    assert parser.at_line_start

@@ -1,0 +1,131 @@
+"""The loop's fd -> callback dispatch over epoll (real pipes, no fork)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from swarmd.poller import Poller
+
+
+@pytest.fixture
+def poller() -> Iterator[Poller]:
+    p = Poller()
+    yield p
+    p.close()
+
+
+@pytest.fixture
+def pipes() -> Iterator[list[tuple[int, int]]]:
+    made = [os.pipe() for _ in range(3)]
+    yield made
+    for r, w in made:
+        for fd in (r, w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def test_only_ready_fds_run_their_callback(poller: Poller,
+                                           pipes: list[tuple[int, int]]) -> None:
+    calls: list[int] = []
+    for i, (r, _) in enumerate(pipes):
+        poller.register(r, lambda i=i: calls.append(i))
+    os.write(pipes[1][1], b"x")
+    assert poller.poll(0) == 1
+    assert calls == [1]
+
+
+def test_nothing_ready_returns_after_the_timeout(poller: Poller,
+                                                 pipes: list[tuple[int, int]]) -> None:
+    poller.register(pipes[0][0], lambda: pytest.fail("not ready"))
+    assert poller.poll(0.01) == 0
+
+
+def test_an_fd_unregistered_by_an_earlier_callback_of_the_batch_is_skipped(
+        poller: Poller, pipes: list[tuple[int, int]]) -> None:
+    (r0, w0), (r1, w1), _ = pipes
+    calls: list[str] = []
+
+    def first() -> None:
+        calls.append("first")
+        poller.unregister(r1)
+        poller.unregister(r0)
+
+    poller.register(r0, first)
+    poller.register(r1, first)  # whichever runs first removes the other
+    os.write(w0, b"x")
+    os.write(w1, b"x")
+    assert poller.poll(0) == 2
+    assert calls == ["first"]
+
+
+def test_a_reused_fd_number_never_gets_the_closed_files_event(
+        poller: Poller, pipes: list[tuple[int, int]]) -> None:
+    """A callback closes another ready fd and a new pipe gets its number in the same batch:
+    the new file's callback is not run for the old file's event, only from the next poll on."""
+    (r0, w0), (r1, w1), _ = pipes
+    calls: list[str] = []
+    new: list[int] = []
+
+    def drain_and_replace_the_other(own: int, other: int) -> None:
+        os.read(own, 10)
+        calls.append("old")
+        if not new:
+            poller.unregister(other)
+            os.close(other)
+            new.extend(os.pipe())
+            assert new[0] == other  # the lowest free number: the one just closed
+            poller.register(new[0], lambda: calls.append("new") or os.read(new[0], 10))
+
+    poller.register(r0, lambda: drain_and_replace_the_other(r0, r1))
+    poller.register(r1, lambda: drain_and_replace_the_other(r1, r0))
+    os.write(w0, b"x")
+    os.write(w1, b"x")
+    poller.poll(0)
+    assert calls == ["old"]
+    os.write(new[1], b"x")
+    poller.poll(0)
+    assert calls == ["old", "new"]
+    survivor = r1 if new[0] == r0 else r0
+    for fd in (*new, w0, w1, survivor):
+        os.close(fd)
+    pipes.clear()
+
+
+def test_between_runs_between_two_callbacks_only(poller: Poller,
+                                                 pipes: list[tuple[int, int]]) -> None:
+    order: list[str] = []
+    for i, (r, w) in enumerate(pipes):
+        poller.register(r, lambda i=i: order.append(f"cb{i}"))
+        os.write(w, b"x")
+    poller.poll(0, between=lambda: order.append("between"))
+    assert [o for o in order if o != "between"] == sorted(o for o in order if o != "between")
+    assert order[0] != "between" and order[-1] != "between"
+    assert order.count("between") == 2
+
+
+def test_unregistering_an_unknown_or_closed_fd_is_harmless(
+        poller: Poller, pipes: list[tuple[int, int]]) -> None:
+    r, w = pipes[0]
+    poller.register(r, lambda: None)
+    os.close(w)
+    pipes[0] = (r, r)
+    poller.unregister(12345)
+    assert r in poller and len(poller) == 1
+    poller.unregister(r)
+    assert r not in poller and len(poller) == 0
+
+
+def test_eof_counts_as_ready_so_the_reader_sees_it(poller: Poller,
+                                                   pipes: list[tuple[int, int]]) -> None:
+    r, w = pipes[0]
+    seen: list[bytes] = []
+    poller.register(r, lambda: seen.append(os.read(r, 10)))
+    os.close(w)
+    pipes[0] = (r, r)
+    poller.poll(0)
+    assert seen == [b""]
