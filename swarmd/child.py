@@ -24,6 +24,13 @@ from swarmd import sd
 from swarmd.api import Node
 from swarmd.events import NODE_IDENTIFIER
 
+try:  # signal.signal without the enum wrapping of the old handler, which for a Python handler
+    # raises and formats a ValueError: ~100 copy-on-write faults in a fresh fork for three calls
+    from _signal import signal as _set_handler
+except ImportError:  # pragma: no cover - not CPython
+    _set_handler = signal.signal
+_DEFAULT, _IGNORE = int(signal.SIG_DFL), int(signal.SIG_IGN)
+
 PR_SET_PDEATHSIG = 1
 ORPHAN_POLL = 0.2  # seconds between parent checks once the supervisor's pipe broke
 ORPHAN_IDLE_MS = 1000  # milliseconds between parent checks while its pipe is fine
@@ -43,25 +50,23 @@ class ChildSpec:
     health_fd: int
     stdout_fd: int
     stderr_fd: int
-    close_fds: list[int]
+    close_runs: list[tuple[int, int]]  # the supervisor's fds, see fd_runs
     env: dict[str, str]
     journal: bool  # write logs and tracebacks to the journal directly
     app: Callable[[Node], Any] | str | None = None
     command: tuple[str, ...] | None = None
 
 
-try:  # loaded once, in the supervisor: a node does not dlopen libc again after each fork
-    _LIBC: ctypes.CDLL | None = ctypes.CDLL(None, use_errno=True)
-except OSError:  # pragma: no cover - no dynamic libc
-    _LIBC = None
+try:  # looked up once, in the supervisor: a node neither dlopens libc nor builds the
+    # function object again after each fork
+    _PRCTL: Any = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):  # pragma: no cover - no dynamic libc, or no prctl
+    _PRCTL = None
 
 
 def _prctl_pdeathsig(sig: int) -> None:
-    try:
-        if _LIBC is not None:
-            _LIBC.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
-    except AttributeError:
-        pass  # the parent check below still fences the node
+    if _PRCTL is not None:  # else the parent check below still fences the node
+        _PRCTL(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
 
 
 def _priority(level: int) -> int:
@@ -127,22 +132,22 @@ def _restore_fd_limit() -> None:
             pass
 
 
-
-
-def _prefer_as_oom_victim() -> None:
-    """Raise this node's oom_score_adj above the supervisor's (raising needs no privilege):
-    under memory pressure the kernel kills a node, which is restarted, not the supervisor,
-    whose death would take the whole fleet down. The value was worked out before the fork."""
+def prefer_as_oom_victim(pid: int) -> None:
+    """In the supervisor, right after a fork: raise the node's oom_score_adj above the
+    supervisor's (raising needs no privilege), so that under memory pressure the kernel kills a
+    node, which is restarted, not the supervisor, whose death would take the whole fleet down.
+    Done from the parent (the pid cannot be reused before we reap it), off the node's path to
+    its first report, while the node's app has not allocated anything yet."""
     if _oom_score_for_nodes is None:
         return
     try:
-        fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY)
+        fd = os.open(f"/proc/{pid}/oom_score_adj", os.O_WRONLY)
         try:
             os.write(fd, b"%d" % _oom_score_for_nodes)
         finally:
             os.close(fd)
     except OSError:
-        pass
+        pass  # the node is already gone, or /proc is not there
 
 
 def _reset_signals(command: bool) -> None:
@@ -153,10 +158,10 @@ def _reset_signals(command: bool) -> None:
     (BrokenPipeError) and gets its other handlers from _run_app."""
     signal.set_wakeup_fd(-1)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
-        signal.signal(sig, signal.SIG_DFL)
+        _set_handler(sig, _DEFAULT)
     if command:
-        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-        signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+        _set_handler(signal.SIGPIPE, _DEFAULT)
+        _set_handler(signal.SIGXFSZ, _DEFAULT)
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
 
 
@@ -169,14 +174,21 @@ def _setup_stdio(spec: ChildSpec) -> None:
         os.close(fd)
 
 
+def fd_runs(fds: list[int]) -> list[tuple[int, int]]:
+    """[3, 4, 5, 9, 10] -> [(3, 6), (9, 11)]: worked out in the supervisor, so that the child
+    makes one close_range(2) per run of consecutive fds and nothing else."""
+    runs: list[tuple[int, int]] = []
+    for fd in sorted(set(fds)):
+        if runs and runs[-1][1] == fd:
+            runs[-1] = (runs[-1][0], fd + 1)
+        else:
+            runs.append((fd, fd + 1))
+    return runs
+
+
 def _close_supervisor_fds(spec: ChildSpec) -> None:
-    """One os.closerange (close_range(2)) per run of consecutive fds, not a close per fd."""
-    fds = sorted(set(spec.close_fds))
-    start = 0
-    for index in range(1, len(fds) + 1):
-        if index == len(fds) or fds[index] != fds[index - 1] + 1:
-            os.closerange(fds[start], fds[index - 1] + 1)
-            start = index
+    for low, high in spec.close_runs:
+        os.closerange(low, high)
 
 
 def main(spec: ChildSpec) -> NoReturn:
@@ -209,7 +221,6 @@ def _run(spec: ChildSpec) -> int:
     if os.getppid() != spec.supervisor_pid:
         return 0  # the supervisor died between fork and prctl
     _close_supervisor_fds(spec)
-    _prefer_as_oom_victim()
     _restore_fd_limit()
     _setup_stdio(spec)
     os.environ.update(spec.env)
@@ -251,18 +262,40 @@ def resolve(app: Callable[[Node], Any] | str | None) -> Callable[[Node], Any]:
     return target
 
 
+_node_handlers: dict[bool, logging.Handler] = {}  # journal? -> handler, made before the forks
+
+
+def prepare_node_logging(journal: bool) -> None:
+    """In the supervisor, before a fork: the handler a node's root logger gets, built once
+    (a handler, its lock and formatter, the "swarmd.node" logger), so that a node only attaches
+    it; objects built in every child cost copy-on-write faults between fork and first report."""
+    if journal in _node_handlers:
+        return
+    if journal:
+        handler: logging.Handler = JournalHandler({})
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    _node_handlers[journal] = handler
+    logging.getLogger("swarmd.node")
+
+
 def _setup_logging(spec: ChildSpec) -> logging.Logger:
+    prepare_node_logging(spec.journal)  # a no-op when the supervisor prepared it
     root = logging.getLogger()
     if spec.journal:
         for handler in list(root.handlers):  # inherited handlers would write to the pipe twice
             root.removeHandler(handler)
-        handler: logging.Handler = JournalHandler(_node_fields(spec))
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        root.addHandler(handler)
+        journal_handler = _node_handlers[True]
+        assert isinstance(journal_handler, JournalHandler)
+        journal_handler.fields = _node_fields(spec)
+        root.addHandler(journal_handler)
     elif not root.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-        root.addHandler(handler)
+        stream_handler = _node_handlers[False]
+        assert isinstance(stream_handler, logging.StreamHandler)
+        stream_handler.setStream(sys.stderr)  # the stream the child has now
+        root.addHandler(stream_handler)
     if root.level == logging.WARNING or root.level == logging.NOTSET:
         root.setLevel(logging.INFO)
     return logging.getLogger("swarmd.node")
@@ -324,12 +357,12 @@ def _run_app(spec: ChildSpec) -> int:
 
     node = Node(spec.node_id, spec.generation, spec.health_fd, log, spec.supervisor_pid,
                 after_first_report=watch_parent)
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, lambda *_: node.stopping.set())
-    signal.signal(signal.SIGQUIT, lambda *_: node.stopping.set())
-    signal.signal(signal.SIGTSTP, lambda *_: node.quieting.set())
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    signal.signal(signal.SIGTTIN, lambda *_: threading.Thread(
+    _set_handler(signal.SIGTERM, on_term)
+    _set_handler(signal.SIGINT, lambda *_: node.stopping.set())
+    _set_handler(signal.SIGQUIT, lambda *_: node.stopping.set())
+    _set_handler(signal.SIGTSTP, lambda *_: node.quieting.set())
+    _set_handler(signal.SIGHUP, _IGNORE)
+    _set_handler(signal.SIGTTIN, lambda *_: threading.Thread(
         target=_dump_stacks, args=(log,), name="swarmd-stacks", daemon=True).start())
     try:
         app = resolve(spec.app)

@@ -104,20 +104,31 @@ def cmd_quiet(args: argparse.Namespace) -> int:
     return 0 if reply.get("ok") else 1
 
 
+def _formatter(prog: str) -> argparse.HelpFormatter:
+    """argparse's help formatter, given the terminal width so that it does not `import shutil`
+    for it: that loads bz2, lzma and zlib into the supervisor every node is forked from (the
+    fork, and each node's exit, get slower with every mapping)."""
+    try:
+        width = int(os.environ.get("COLUMNS", "")) or os.get_terminal_size().columns
+    except (ValueError, OSError):
+        width = 80
+    return argparse.HelpFormatter(prog, width=max(width, 40) - 2)
+
+
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="swarmd", description=__doc__)
+    top = argparse.ArgumentParser(prog="swarmd", description=__doc__, formatter_class=_formatter)
     top.add_argument("--version", action="version", version=f"swarmd {__version__}")
     sub = top.add_subparsers(dest="cmd", required=True)
     for name, func, text in (("run", cmd_run, "run the supervisor in the foreground"),
                              ("check", cmd_check, "validate the config")):
-        p = sub.add_parser(name, help=text)
+        p = sub.add_parser(name, help=text, formatter_class=_formatter)
         p.add_argument("-c", "--config", help="config file (default: $SWARMD_CONFIG, "
                                               "else /etc/swarmd.yaml)")
         p.set_defaults(func=func)
     for name, func, text in (("status", cmd_status, "show every node of the running swarmd"),
                              ("reload", cmd_reload, "reload and wait until it finished"),
                              ("quiet", cmd_quiet, "quiet every node (SIGTSTP)")):
-        p = sub.add_parser(name, help=text)
+        p = sub.add_parser(name, help=text, formatter_class=_formatter)
         p.add_argument("-i", "--instance", help="the instance of swarmd@INSTANCE.service")
         p.add_argument("--runtime-dir", help="the runtime directory holding control.sock "
                                              "(default: $RUNTIME_DIRECTORY, else /run/swarmd)")

@@ -17,7 +17,7 @@ from swarmd.backoff import Backoff
 from swarmd.config import Config
 from swarmd.durations import format_duration
 from swarmd.events import Event, JournalSink, Sink, default_sink
-from swarmd.node import DRAIN_LIMIT, HEALTHY_ONE, NodeProcess, State, spawn
+from swarmd.node import DRAIN_LIMIT, HEALTHY_ONE, ExitStatus, NodeProcess, State, spawn
 from swarmd.poller import Poller
 from swarmd.timers import Timer, Timers
 
@@ -66,6 +66,10 @@ class Fleet:
         self.reload = None
         self._dirty = True
         self._last_protocol_event: dict[int, float] = {}
+        # while a node's exit is handled: what would be written (events, its last words),
+        # written once the replacement is forked, so that no write delays the fork
+        self._held: list[Callable[[], None]] | None = None
+        self._exiting: NodeProcess | None = None
 
     # Supplied by the supervisor: what the fleet asks of the whole.
     def private_fds(self) -> list[int]:
@@ -252,15 +256,42 @@ class Fleet:
     def _forward(self, proc: NodeProcess, line: str, priority: int) -> None:
         if len(line) >= 3 and line[0] == "<" and line[2] == ">" and line[1] in "01234567":
             priority, line = int(line[1]), line[3:]  # sd-daemon style "<3>message"
-        self.sink.node_output(proc.ref, line, priority)
+        if self._held is not None:
+            self._held.append(partial(self.sink.node_output, proc.ref, line, priority))
+        else:
+            self.sink.node_output(proc.ref, line, priority)
 
     def _on_exit(self, slot: Slot, proc: NodeProcess) -> None:
         status = proc.reap()
         if status is None:
             return
-        self._forget(proc)
-        if slot.proc is proc:
-            slot.proc = None
+        # The replacement is forked first: the dead node's pipes are read and closed after
+        # (a child forked meanwhile closes them, see node_fds), and what is to be written
+        # (its last words, then the events) is written after that.
+        self._held = []
+        self._exiting = proc
+        try:
+            if slot.proc is proc:
+                slot.proc = None
+            self._exited(slot, proc, status)
+        finally:
+            events, self._held = self._held, []
+            self._exiting = None
+            self._forget(proc)
+            last_words, self._held = self._held, None
+            for write in last_words + events:
+                write()
+
+    def node_fds(self) -> list[int]:
+        """Every fd held for a node: the live ones', and those of a node whose exit is being
+        handled (still open while its replacement is forked)."""
+        fds = [fd for proc in self.live() for fd in proc.fds()]
+        if self._exiting is not None:
+            fds.extend(self._exiting.fds())
+        return fds
+
+    def _exited(self, slot: Slot, proc: NodeProcess, status: ExitStatus) -> None:
+        """The restart policy for a process that was reaped."""
         self._last_protocol_event.pop(proc.pid, None)
         requested = proc.stop_reason is not None
         if proc.killed:
@@ -337,5 +368,8 @@ class Fleet:
 
     def emit(self, kind: str, message: str, proc: NodeProcess | None = None, *,
              priority: int | None = None, fields: dict[str, str | int] | None = None) -> None:
-        self.sink.emit(Event(kind, message, proc.ref if proc else None, priority,
-                             dict(fields or {})))
+        event = Event(kind, message, proc.ref if proc else None, priority, dict(fields or {}))
+        if self._held is not None:
+            self._held.append(partial(self.sink.emit, event))
+        else:
+            self.sink.emit(event)

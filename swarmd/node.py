@@ -223,6 +223,9 @@ def spawn(node_id: int, generation: int, now: float, *, app: Callable[..., Any] 
         except (OSError, ValueError):
             pass
     supervisor_pid = os.getpid()
+    runs = child.fd_runs([*close_fds, health_r, out_r, err_r])
+    if command is None:
+        child.prepare_node_logging(journal)
     try:
         pid = os.fork()
     except OSError:
@@ -233,7 +236,7 @@ def spawn(node_id: int, generation: int, now: float, *, app: Callable[..., Any] 
         child.main(child.ChildSpec(
             node_id=node_id, generation=generation, supervisor_pid=supervisor_pid,
             health_fd=health_w, stdout_fd=out_w, stderr_fd=err_w,
-            close_fds=[*close_fds, health_r, out_r, err_r], env=env, journal=journal,
+            close_runs=runs, env=env, journal=journal,
             app=app, command=command))
     for fd in (health_w, out_w, err_w):
         os.close(fd)
@@ -245,6 +248,7 @@ def spawn(node_id: int, generation: int, now: float, *, app: Callable[..., Any] 
         for fd in (health_r, out_r, err_r):
             os.close(fd)
         raise
+    child.prefer_as_oom_victim(pid)
     for fd in (health_r, out_r, err_r):
         os.set_blocking(fd, False)
     return NodeProcess(node_id, generation, pid, pidfd, health_r, out_r, err_r, now,

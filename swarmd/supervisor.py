@@ -296,8 +296,7 @@ class Supervisor(Fleet):
         notify_fd = self.notifier.fileno()
         if notify_fd is not None:
             fds.append(notify_fd)
-        for proc in self.live():
-            fds.extend(proc.fds())
+        fds.extend(self.node_fds())
         return fds
 
     # ---- readiness, watchdog, status -------------------------------------------------------
