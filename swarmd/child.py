@@ -132,22 +132,20 @@ def _restore_fd_limit() -> None:
             pass
 
 
-def prefer_as_oom_victim(pid: int) -> None:
-    """In the supervisor, right after a fork: raise the node's oom_score_adj above the
-    supervisor's (raising needs no privilege), so that under memory pressure the kernel kills a
-    node, which is restarted, not the supervisor, whose death would take the whole fleet down.
-    Done from the parent (the pid cannot be reused before we reap it), off the node's path to
-    its first report, while the node's app has not allocated anything yet."""
+def _prefer_as_oom_victim() -> None:
+    """Raise this node's oom_score_adj above the supervisor's (raising needs no privilege):
+    under memory pressure the kernel kills a node, which is restarted, not the supervisor,
+    whose death would take the whole fleet down. The value was worked out before the fork."""
     if _oom_score_for_nodes is None:
         return
     try:
-        fd = os.open(f"/proc/{pid}/oom_score_adj", os.O_WRONLY)
+        fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY)
         try:
             os.write(fd, b"%d" % _oom_score_for_nodes)
         finally:
             os.close(fd)
     except OSError:
-        pass  # the node is already gone, or /proc is not there
+        pass
 
 
 def _reset_signals(command: bool) -> None:
@@ -176,14 +174,12 @@ def _setup_stdio(spec: ChildSpec) -> None:
 
 def fd_runs(fds: list[int]) -> list[tuple[int, int]]:
     """[3, 4, 5, 9, 10] -> [(3, 6), (9, 11)]: worked out in the supervisor, so that the child
-    makes one close_range(2) per run of consecutive fds and nothing else."""
-    runs: list[tuple[int, int]] = []
-    for fd in sorted(set(fds)):
-        if runs and runs[-1][1] == fd:
-            runs[-1] = (runs[-1][0], fd + 1)
-        else:
-            runs.append((fd, fd + 1))
-    return runs
+    makes one close_range(2) per run of consecutive fds and nothing else. Two comprehensions
+    over a set, no per-fd branch in Python: this runs before every fork."""
+    present = set(fds)
+    starts = sorted(fd for fd in present if fd - 1 not in present)
+    ends = sorted(fd + 1 for fd in present if fd + 1 not in present)
+    return list(zip(starts, ends, strict=True))
 
 
 def _close_supervisor_fds(spec: ChildSpec) -> None:
@@ -235,6 +231,7 @@ HEALTH_FD_FOR_COMMANDS = 3  # low and fixed: `echo 0 >&3` works in every shell
 
 
 def _exec(spec: ChildSpec) -> int:
+    _prefer_as_oom_victim()  # a program runs no code of ours after the exec
     fd = HEALTH_FD_FOR_COMMANDS
     if spec.health_fd != fd:
         os.dup2(spec.health_fd, fd, inheritable=True)
@@ -344,10 +341,13 @@ def _run_app(spec: ChildSpec) -> int:
     watching: list[bool] = []
 
     def watch_parent() -> None:
-        """The parent check starts after the first report (or at the first TERM), off the
-        path from fork to first report; PR_SET_PDEATHSIG covers the node until then."""
+        """After the first report (or at the first TERM), off the path from fork to first
+        report: the parent check starts (PR_SET_PDEATHSIG covers the node until then) and the
+        node becomes the likelier OOM victim (until then it has allocated little, and its
+        score equals the supervisor's, who is much smaller than a worker)."""
         if not watching:
             watching.append(True)
+            _prefer_as_oom_victim()
             threading.Thread(target=_watch_parent, args=(node, spec),
                              name="swarmd-parent-check", daemon=True).start()
 

@@ -69,7 +69,6 @@ class Fleet:
         # while a node's exit is handled: what would be written (events, its last words),
         # written once the replacement is forked, so that no write delays the fork
         self._held: list[Callable[[], None]] | None = None
-        self._exiting: NodeProcess | None = None
 
     # Supplied by the supervisor: what the fleet asks of the whole.
     def private_fds(self) -> list[int]:
@@ -266,29 +265,19 @@ class Fleet:
         if status is None:
             return
         # The replacement is forked first: the dead node's pipes are read and closed after
-        # (a child forked meanwhile closes them, see node_fds), and what is to be written
-        # (its last words, then the events) is written after that.
+        # (still in the poller meanwhile, so a child forked now closes them: private_fds),
+        # and what is to be written (its last words, then the events) is written after that.
         self._held = []
-        self._exiting = proc
         try:
             if slot.proc is proc:
                 slot.proc = None
             self._exited(slot, proc, status)
         finally:
             events, self._held = self._held, []
-            self._exiting = None
             self._forget(proc)
             last_words, self._held = self._held, None
             for write in last_words + events:
                 write()
-
-    def node_fds(self) -> list[int]:
-        """Every fd held for a node: the live ones', and those of a node whose exit is being
-        handled (still open while its replacement is forked)."""
-        fds = [fd for proc in self.live() for fd in proc.fds()]
-        if self._exiting is not None:
-            fds.extend(self._exiting.fds())
-        return fds
 
     def _exited(self, slot: Slot, proc: NodeProcess, status: ExitStatus) -> None:
         """The restart policy for a process that was reaped."""

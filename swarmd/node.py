@@ -248,7 +248,6 @@ def spawn(node_id: int, generation: int, now: float, *, app: Callable[..., Any] 
         for fd in (health_r, out_r, err_r):
             os.close(fd)
         raise
-    child.prefer_as_oom_victim(pid)
     for fd in (health_r, out_r, err_r):
         os.set_blocking(fd, False)
     return NodeProcess(node_id, generation, pid, pidfd, health_r, out_r, err_r, now,

@@ -52,6 +52,10 @@ class Poller:
             except OSError:  # already closed: epoll dropped it by itself
                 pass
 
+    def fds(self) -> list[int]:
+        """Every registered fd."""
+        return list(self._callbacks)
+
     def __contains__(self, file: FileLike) -> bool:
         return _fd(file) in self._callbacks
 

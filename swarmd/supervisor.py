@@ -46,6 +46,7 @@ class Supervisor(Fleet):
         self.stop_reason = ""
         self.exit_code = 0
         self.ready_sent = False
+        self._first_reports = 0  # first reports seen before READY=1, by any node
         self.pending_reload: list[Waiter] = []
         self.control: ControlServer | None = None
         self.started_monotonic = time.monotonic()
@@ -289,21 +290,28 @@ class Supervisor(Fleet):
 
     def private_fds(self) -> list[int]:
         """The supervisor's own fds: a child closes them all, so no node holds another's pipe,
-        the notify socket or the control socket."""
-        fds = [self.poller.fileno(), self._wake_r.fileno(), self._wake_w.fileno()]
+        the notify socket or the control socket. Every node fd that is open is in the poller
+        (unregistered right before it is closed), so this never walks the fleet: a walk per
+        fork touches every node's objects, each page of them a copy-on-write fault after the
+        last fork (O(N^2) faults for a fleet's start)."""
+        fds = self.poller.fds()
+        fds += (self.poller.fileno(), self._wake_r.fileno(), self._wake_w.fileno())
         if self.control is not None:
             fds.extend(self.control.fds())
         notify_fd = self.notifier.fileno()
         if notify_fd is not None:
             fds.append(notify_fd)
-        fds.extend(self.node_fds())
         return fds
 
     # ---- readiness, watchdog, status -------------------------------------------------------
 
     def check_ready(self) -> None:
+        """After each first report: READY=1 once every slot's node has reported."""
         if self.ready_sent:
             return
+        self._first_reports += 1
+        if self._first_reports < len(self.slots):
+            return  # fewer first reports than slots: no need to look at each (O(N^2) at start)
         if all(s.proc is not None and s.proc.first_report_at is not None
                for s in self.slots.values()):
             self._send_ready(f"every node reported its first health "

@@ -240,15 +240,31 @@ def test_nodes_hold_none_of_the_supervisors_fds(swarm):
 
 
 
+def _oom_score_adj(pid: int) -> int:
+    with open(f"/proc/{pid}/oom_score_adj") as handle:
+        return int(handle.read())
+
+
 def test_nodes_are_likelier_oom_victims_than_their_supervisor(swarm):
+    """App nodes raise their score right after their first report, command nodes before the
+    exec: every node ends up at the supervisor's + 300."""
     s = swarm(base_config(nodes=1))
     s.wait_ready()
+    want = min(1000, _oom_score_adj(s.pid) + 300)
+    pid = s.nodes()[0]["pid"]
+    wait_for(lambda: _oom_score_adj(pid) == want, 5.0, f"node {pid} at oom_score_adj {want}")
 
-    def score(pid: int) -> int:
-        with open(f"/proc/{pid}/oom_score_adj") as handle:
-            return int(handle.read())
 
-    assert score(s.nodes()[0]["pid"]) == min(1000, score(s.pid) + 300)
+def test_command_nodes_are_likelier_oom_victims_too(swarm, tmp_path):
+    script = tmp_path / "worker.sh"
+    script.write_text('#!/bin/sh\ntrap "exit 0" TERM\n'
+                      'while true; do echo 0 >&"$SWARMD_HEALTH_FD"; sleep 0.2; done\n')
+    script.chmod(0o755)
+    config = base_config(nodes=1, command=[str(script)])
+    del config["app"]
+    s = swarm(config)
+    s.wait_ready()
+    assert _oom_score_adj(s.nodes()[0]["pid"]) == min(1000, _oom_score_adj(s.pid) + 300)
 
 
 def test_the_supervisor_lifts_its_fd_limit_and_nodes_get_the_original_back(swarm):
