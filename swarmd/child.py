@@ -17,8 +17,7 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 from swarmd import sd
 from swarmd.api import Node
@@ -40,8 +39,7 @@ _LEVEL_PRIORITY = ((logging.CRITICAL, 2), (logging.ERROR, 3), (logging.WARNING, 
                    (logging.INFO, 6))
 
 
-@dataclass
-class ChildSpec:
+class ChildSpec(NamedTuple):
     """Everything a child needs, prepared by the supervisor before the fork."""
 
     node_id: int

@@ -1,4 +1,4 @@
-"""YAML configuration -> frozen dataclasses.
+"""YAML configuration -> immutable named tuples.
 
 Every validation lives here, so `swarmd check`, `swarmd run` and a reload all refuse the same
 files with the same messages: one line per problem, naming the key path and its YAML line.
@@ -10,8 +10,8 @@ import os
 import re
 import stat
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -35,34 +35,31 @@ class ConfigError(Exception):
         self.problems = problems
 
 
-@dataclass(frozen=True)
-class Timeouts:
+class Timeouts(NamedTuple):
     boot: float = 60.0
     report: float = 60.0
     shutdown: float = 30.0
     drain: float = 30.0
 
 
-@dataclass(frozen=True)
-class RestartPolicy:
+class RestartPolicy(NamedTuple):
     delay: float = 1.0
     max_delay: float = 60.0
     reset_after: float = 60.0
     give_up_after: int = 10
 
 
-@dataclass(frozen=True)
-class Config:
+class Config(NamedTuple):
     nodes: int = 4
     app: str = "swarmd.demo:run"
     command: tuple[str, ...] | None = None
     preload: bool = True
     node_id_offset: int = 0
-    env: Mapping[str, str] = field(default_factory=dict)
-    timeouts: Timeouts = field(default_factory=Timeouts)
-    restart: RestartPolicy = field(default_factory=RestartPolicy)
+    env: Mapping[str, str] = MappingProxyType({})
+    timeouts: Timeouts = Timeouts()
+    restart: RestartPolicy = RestartPolicy()
     reload: str = "rolling"
-    health: HealthTable = field(default_factory=HealthTable)
+    health: HealthTable = HealthTable()
     path: str | None = None
 
     @property
@@ -70,13 +67,13 @@ class Config:
         return range(self.node_id_offset, self.node_id_offset + self.nodes)
 
 
-@dataclass
 class _Source:
     """Where each key path stands in the YAML text, and what was written there."""
 
-    lines: dict[str, int] = field(default_factory=dict)  # path (or "key:" + path) -> line
-    texts: dict[str, str] = field(default_factory=dict)  # path -> scalar text as written
-    duplicates: list[str] = field(default_factory=list)
+    def __init__(self) -> None:
+        self.lines: dict[str, int] = {}  # path (or "key:" + path) -> line
+        self.texts: dict[str, str] = {}  # path -> scalar text as written
+        self.duplicates: list[str] = []
 
 
 def _walk(node: yaml.Node | None, source: _Source, prefix: str = "") -> _Source:

@@ -8,7 +8,7 @@ node can send, so they live in events, not here.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 PRIORITIES = ("emerg", "alert", "crit", "err", "warning", "notice", "info", "debug")
 ACTIONS = ("log", "restart")
@@ -21,8 +21,7 @@ def priority_number(name: str) -> int:
     return PRIORITIES.index(name)
 
 
-@dataclass(frozen=True)
-class HealthCode:
+class HealthCode(NamedTuple):
     code: int
     name: str
     priority: str = "err"
@@ -48,11 +47,23 @@ _BUILT_IN = {
 }
 
 
-@dataclass(frozen=True)
 class HealthTable(Mapping[int, HealthCode]):
-    """Looks a code up; configured codes override the built-in 1, never 0."""
+    """Looks a code up; configured codes override the built-in 1, never 0. Immutable."""
 
-    codes: Mapping[int, HealthCode] = field(default_factory=dict)
+    __slots__ = ("codes",)
+    codes: Mapping[int, HealthCode]
+
+    def __init__(self, codes: Mapping[int, HealthCode] | None = None) -> None:
+        object.__setattr__(self, "codes", dict(codes or {}))
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"HealthTable is immutable (tried to set {name!r})")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, HealthTable) and self.codes == other.codes
+
+    def __repr__(self) -> str:
+        return f"HealthTable({self.codes!r})"
 
     def __getitem__(self, code: int) -> HealthCode:
         if code == HEALTHY:

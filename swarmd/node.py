@@ -11,8 +11,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from swarmd import child
 from swarmd.events import NodeRef
@@ -32,8 +31,7 @@ class State(enum.Enum):
     EXITED = "exited"
 
 
-@dataclass
-class ExitStatus:
+class ExitStatus(NamedTuple):
     code: int | None
     signal: int | None
 

@@ -7,21 +7,26 @@ error that is reported, never raised, so one misbehaving node cannot stop the su
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from swarmd.health import MAX_CODE
 
 MAX_HEALTH_LINE = 16  # "255\n" needs 4; anything far longer is garbage, not a slow writer
 MAX_OUTPUT_LINE = 16384
 
 
-@dataclass
 class HealthBatch:
     """What one read of a health pipe held."""
 
-    worst: int | None = None  # highest valid code, None when no complete valid line arrived
-    reports: int = 0
-    errors: list[str] = field(default_factory=list)
+    __slots__ = ("worst", "reports", "errors")
+
+    def __init__(self, worst: int | None = None, reports: int = 0,
+                 errors: list[str] | None = None) -> None:
+        self.worst = worst  # highest valid code, None when no complete valid line arrived
+        self.reports = reports
+        self.errors: list[str] = [] if errors is None else errors
+
+    def __repr__(self) -> str:
+        return f"HealthBatch(worst={self.worst!r}, reports={self.reports!r}, " \
+               f"errors={self.errors!r})"
 
 
 def _parse_code(line: bytes) -> int | None:

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 
-@dataclass(frozen=True)
-class NodeRow:
+class NodeRow(NamedTuple):
     id: int
     pid: int | None
     state: str  # booting, running, draining, stopping, or why a slot is down
@@ -23,14 +21,14 @@ class NodeRow:
         return self.pid is not None and counts_as_healthy(self.code, self.state)
 
     def to_dict(self, now: float | None = None) -> dict[str, Any]:
-        data = asdict(self)
+        data = self._asdict()
         now = time.time() if now is None else now
         data["uptime"] = round(now - self.started, 3) if self.started is not None else None
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> NodeRow:
-        return cls(**{k: data.get(k) for k in cls.__dataclass_fields__})
+        return cls(**{k: data.get(k) for k in cls._fields})
 
 
 HEALTHY_STATES = ("running", "draining")  # a quieted node draining its work still serves
