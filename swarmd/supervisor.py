@@ -30,6 +30,10 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 HANDLED_SIGNALS = (*STOP_SIGNALS, signal.SIGHUP, signal.SIGTSTP, signal.SIGTTIN)
 MAX_WAIT = 3600.0  # seconds the loop sleeps at most, even when the next deadline is later
 EXTEND_EVERY = 2.0  # seconds between EXTEND_TIMEOUT_USEC while a stop or reload progresses
+# A change of STATUS= waits this long for the changes that follow it (a restart makes three, a
+# start one per node), then the latest text goes out: one message to PID 1 instead of a burst,
+# none of them between a node's death and its replacement's first report.
+STATUS_HOLD = 0.05
 
 
 class PreloadError(Exception):
@@ -53,6 +57,7 @@ class Supervisor(Fleet):
         self._signals: deque[int] = deque()
         self._wake_r, self._wake_w = socket.socketpair()
         self._extending: Timer | None = None
+        self._status_timer: Timer | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -87,6 +92,8 @@ class Supervisor(Fleet):
                 self._watchdog(self.clock())
             while not (self.stopping and not self.live()):
                 self._turn()
+            if self._dirty:
+                self._send_status()
             self.emit("swarmd.stopped", f"stopped ({self.stop_reason}), exit status "
                       f"{self.exit_code}")
         except Exception as exc:
@@ -107,9 +114,14 @@ class Supervisor(Fleet):
         if self._signals:
             self._dispatch_signals()
         self.timers.run_due(self.clock())
-        if self._dirty:
-            self._dirty = False
-            self.notifier.status(self.status_text())
+        if self._dirty and self._status_timer is None:
+            self._status_timer = self.timers.call_at(self.clock() + STATUS_HOLD,
+                                                     self._send_status)
+
+    def _send_status(self) -> None:
+        self._status_timer = None
+        self._dirty = False
+        self.notifier.status(self.status_text())
 
     def _run_overdue_timers(self) -> None:
         """Between two ready fds: a deadline that passed while a long batch of reads ran (a
@@ -278,7 +290,7 @@ class Supervisor(Fleet):
 
     def _reload_done(self, ok: bool, message: str, waiters: list[Waiter]) -> None:
         if not self.stopping:  # after STOPPING=1, READY=1 would say the opposite
-            self.notifier.ready()
+            self.notifier.ready(self.status_text())
         self.emit("swarmd.reloaded" if ok else "swarmd.reload_failed", message)
         for waiter in waiters:
             waiter(ok, message)
