@@ -105,8 +105,11 @@ def prepare_supervisor() -> None:
     """In the supervisor, once: lift the soft RLIMIT_NOFILE to the hard one (a fleet holds
     four fds per node), remembering the original for the nodes, as systemd does for services
     (a node gets the soft limit it would have had: select()-based code breaks above 1024);
-    and work out the oom_score_adj that nodes take, so a fork does not have to read it."""
+    work out the oom_score_adj that nodes take, so a fork does not have to read it; and make
+    stdout line-buffered, which every node needs, once here instead of after every fork."""
     global _nofile_for_nodes, _oom_score_for_nodes
+    if sys.stdout is not None and hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)  # what nodes need: print() is one line
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if _nofile_for_nodes is None:
         _nofile_for_nodes = (soft, hard)
@@ -332,7 +335,7 @@ def _watch_parent(node: Node, spec: ChildSpec) -> None:
 
 
 def _run_app(spec: ChildSpec) -> int:
-    if sys.stdout is not None:
+    if sys.stdout is not None and not sys.stdout.line_buffering:  # prepared in the supervisor
         sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     os.set_blocking(spec.health_fd, False)
     log = _setup_logging(spec)

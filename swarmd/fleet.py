@@ -275,9 +275,14 @@ class Fleet:
         finally:
             events, self._held = self._held, []
             self._forget(proc)
-            last_words, self._held = self._held, None
-            for write in last_words + events:
-                write()
+            self._held += events
+            self.write_held()
+
+    def write_held(self) -> None:
+        """Write what was held back while nodes were forked, in order; stop holding."""
+        held, self._held = self._held, None
+        for write in held or ():
+            write()
 
     def _exited(self, slot: Slot, proc: NodeProcess, status: ExitStatus) -> None:
         """The restart policy for a process that was reaped."""

@@ -85,8 +85,12 @@ class Supervisor(Fleet):
                 self.preload()
             self.emit("swarmd.started", f"starting {self.config.nodes} node(s) from "
                       f"{self.config.path or 'defaults'}")
-            for slot_id in self.config.node_ids:
-                self.start(self.add_slot(slot_id))
+            self._held = []  # the fleet is forked first, its node.started entries follow
+            try:
+                for slot_id in self.config.node_ids:
+                    self.start(self.add_slot(slot_id))
+            finally:
+                self.write_held()
             self.timers.call_at(self.clock() + self.config.timeouts.boot, self._boot_deadline)
             if self.notifier.watchdog_interval:
                 self._watchdog(self.clock())
