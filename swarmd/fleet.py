@@ -115,8 +115,7 @@ class Fleet:
         self.poller.register(proc.health_fd, partial(self._on_health, proc))
         for fd, priority in proc.output_fds.items():
             self.poller.register(fd, partial(self._on_output, proc, fd, priority))
-        proc.timers.append(self.timers.call_at(now + self.config.timeouts.boot,
-                                               lambda: self._check_liveness(proc)))
+        self._arm_liveness(proc, now + self.config.timeouts.boot)
         self.emit("node.started", f"node {slot.id} started (pid {proc.pid}, generation "
                                   f"{proc.generation})", proc)
         self.mark_dirty()
@@ -128,14 +127,14 @@ class Fleet:
                 proc.stop_reason = reason
             return
         proc.terminate(reason, now)
-        proc.timers.append(self.timers.call_at(now + self.config.timeouts.shutdown,
-                                               lambda: self._kill(proc)))
+        proc.track(self.timers.call_at(now + self.config.timeouts.shutdown,
+                                       lambda: self._kill(proc)))
 
     def drain(self, proc: NodeProcess) -> None:
         """TSTP now, TERM after timeouts.drain unless it exits first (rolling reload)."""
         proc.state = State.DRAINING
         proc.send(signal.SIGTSTP)
-        proc.timers.append(self.timers.call_at(
+        proc.track(self.timers.call_at(
             self.clock() + self.config.timeouts.drain,
             lambda: self.terminate(proc, proc.stop_reason or "reload", self.clock())))
 
@@ -145,6 +144,12 @@ class Fleet:
                                      f"({format_duration(self.config.timeouts.shutdown)}) "
                                      f"after TERM: KILL", proc)
             proc.kill()
+
+    def _arm_liveness(self, proc: NodeProcess, when: float) -> None:
+        """One deadline check per process: a new one replaces the pending one."""
+        if proc.liveness is not None:
+            proc.liveness.cancel()
+        proc.liveness = self.timers.call_at(when, partial(self._check_liveness, proc))
 
     def _check_liveness(self, proc: NodeProcess) -> None:
         """Boot and report deadlines: a node silent too long is hung."""
@@ -157,7 +162,7 @@ class Fleet:
             deadline, limit, what = proc.last_report_at + t.report, t.report, "no report"
         now = self.clock()
         if now < deadline:
-            proc.timers.append(self.timers.call_at(deadline, lambda: self._check_liveness(proc)))
+            self._arm_liveness(proc, deadline)
             return
         name = "boot" if proc.last_report_at is None else "report"
         reason = f"hung: {what} within timeouts.{name} ({format_duration(limit)})"
@@ -193,8 +198,7 @@ class Fleet:
             if proc.state is State.BOOTING:
                 proc.state = State.RUNNING
             if self.config.timeouts.report < self.config.timeouts.boot:  # re-arm earlier
-                proc.timers.append(self.timers.call_at(now + self.config.timeouts.report,
-                                                       lambda: self._check_liveness(proc)))
+                self._arm_liveness(proc, now + self.config.timeouts.report)
         if code == 0:
             if proc.healthy_since is None:
                 proc.healthy_since = now
@@ -322,6 +326,9 @@ class Fleet:
         for timer in proc.timers:
             timer.cancel()
         proc.timers.clear()
+        if proc.liveness is not None:
+            proc.liveness.cancel()
+            proc.liveness = None
         if proc.health_fd is not None:
             self.poller.unregister(proc.health_fd)
             proc.close_health()

@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 from swarmd import child
 from swarmd.events import NodeRef
 from swarmd.protocol import HealthBatch, HealthParser, LineSplitter
+from swarmd.timers import Timer
 
 READ_CHUNK = 65536
 MAX_READS_PER_WAKEUP = 4  # bounded work per node per loop turn: never starve the others
@@ -79,7 +80,15 @@ class NodeProcess:
         self.exit: ExitStatus | None = None
         self._health = HealthParser()
         self._splitters = {fd: LineSplitter() for fd in self.output_fds}
-        self.timers: list[Any] = []  # the supervisor's timers for this process, cancelled at exit
+        self.timers: list[Timer] = []  # the supervisor's timers for it, cancelled at exit
+        self.liveness: Timer | None = None  # the one boot/report deadline check
+
+    def track(self, timer: Timer) -> Timer:
+        """Remember a timer to cancel at exit; forget those that ran or were cancelled, so a
+        node that lives for months holds only its pending ones."""
+        self.timers = [t for t in self.timers if not t.cancelled]
+        self.timers.append(timer)
+        return timer
 
     @property
     def ref(self) -> NodeRef:

@@ -78,3 +78,17 @@ def test_nothing_to_read_is_an_empty_batch_and_eof_is_none(
     proc.read_health()
     os.close(w)
     assert proc.read_health() is None
+
+
+def test_tracked_timers_that_ran_are_forgotten(proc_and_writer: tuple[NodeProcess, int]
+                                               ) -> None:
+    """A node that lives for months must not pile up the timers that already fired."""
+    from swarmd.timers import Timers
+
+    proc, _ = proc_and_writer
+    timers = Timers()
+    for when in range(1000):
+        proc.track(timers.call_at(float(when), lambda: None))
+        timers.run_due(float(when))
+    pending = proc.track(timers.call_at(5000.0, lambda: None))
+    assert proc.timers == [pending]
