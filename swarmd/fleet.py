@@ -25,6 +25,13 @@ if TYPE_CHECKING:
     from swarmd.reload import RollingReload
 
 CLOSED_PIPE_GRACE = 0.5  # seconds between EOF on a health pipe and calling it an error
+# A read that finds this many reports comes from a node reporting in a tight loop: its pipe is
+# left unread for FLOOD_PAUSE (at most a quarter of timeouts.report), so that one wake-up reads
+# a full pipe instead of thousands reading a few bytes each. The node's own writes then wait
+# (Node keeps its worst pending code), and the supervisor stays under its fair share of the CPU,
+# which is what lets the scheduler run it the moment a deadline (the watchdog) comes due.
+FLOOD_REPORTS = 32
+FLOOD_PAUSE = 0.1
 PROTOCOL_ERROR_EVERY = 1.0  # at most one protocol-error entry per node per second
 
 
@@ -188,6 +195,10 @@ class Fleet:
             return
         if batch.errors:
             self._protocol_error(proc, batch.errors, now)
+        if batch.reports >= FLOOD_REPORTS and proc.health_fd is not None:
+            self.poller.pause(proc.health_fd)
+            pause = min(FLOOD_PAUSE, self.config.timeouts.report / 4)
+            proc.track(self.timers.call_at(now + pause, partial(self._resume_health, proc)))
         if batch.worst is None:
             return
         code = batch.worst
@@ -216,6 +227,10 @@ class Fleet:
             info = self.config.health[code]
             if info.restarts:
                 self.terminate(proc, f"reported {info.name} ({code})", now)
+
+    def _resume_health(self, proc: NodeProcess) -> None:
+        if proc.health_fd is not None:
+            self.poller.resume(proc.health_fd)
 
     def _closed_pipe(self, proc: NodeProcess) -> None:
         if proc.alive and proc.term_sent_at is None:

@@ -52,6 +52,18 @@ class Poller:
             except OSError:  # already closed: epoll dropped it by itself
                 pass
 
+    def pause(self, file: FileLike) -> None:
+        """Stay registered (fds() still lists it) but report nothing until resume(); a hang-up
+        or error of the fd is still reported (epoll always does)."""
+        fd = _fd(file)
+        if fd in self._callbacks:
+            self._epoll.modify(fd, 0)
+
+    def resume(self, file: FileLike) -> None:
+        fd = _fd(file)
+        if fd in self._callbacks:
+            self._epoll.modify(fd, select.EPOLLIN)
+
     def fds(self) -> list[int]:
         """Every registered fd."""
         return list(self._callbacks)

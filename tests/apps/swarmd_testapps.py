@@ -96,6 +96,21 @@ def flood(node: Node) -> int:
     return steady(node)
 
 
+def flood_then_fail(node: Node) -> int:
+    """Targeted nodes call node.healthy() in a tight loop for TESTAPP_FLOOD_SECONDS, then
+    report code 1 every PERIOD (the first may wait in Node while the pipe is full)."""
+    if _targeted(node):
+        until = time.monotonic() + float(os.environ.get("TESTAPP_FLOOD_SECONDS", "1"))
+        while time.monotonic() < until and not node.stopping.is_set():
+            node.healthy()
+        node.log.info("flood over, reporting 1")
+        while not node.stopping.is_set():
+            node.unhealthy(1)
+            node.stopping.wait(PERIOD)
+        return 0
+    return steady(node)
+
+
 def garbage(node: Node) -> int:
     """Targeted nodes write TESTAPP_GARBAGE (a Python bytes literal) once, then report."""
     if _targeted(node):

@@ -98,6 +98,24 @@ def test_a_flooding_node_neither_starves_the_watchdog_nor_the_other_nodes(swarm)
     assert "hung" not in s.output()
 
 
+def test_a_flooding_node_is_read_in_pauses_yet_its_failure_is_acted_on(swarm):
+    """A node calling healthy() in a tight loop is read a full pipe at a time (the supervisor's
+    CPU is measured in bench/), is never taken for hung, and its later code 1 still restarts
+    it."""
+    s = swarm(base_config(nodes=2, app="swarmd_testapps:flood_then_fail",
+                          env={"TESTAPP_ONLY_NODE": "0", "TESTAPP_ONLY_GEN": "0",
+                               "TESTAPP_FLOOD_SECONDS": "3"},
+                          timeouts={"report": "1s"}))
+    s.wait_ready()
+    s.wait_output("flood over, reporting 1", timeout=30)
+    s.wait_node(0, lambda n: n["generation"] == 1 and n["code"] == 0, 15,
+                "node 0 restarted after its code 1")
+    out = s.output()
+    assert "hung" not in out
+    assert "node 0: healthy (0) -> unhealthy (1): restart" in out
+    assert s.nodes()[1]["generation"] == 0
+
+
 def test_500_restarts_leave_fds_and_memory_where_they_were(swarm):
     s = swarm(base_config(nodes=2, app="swarmd_testapps:exit_code",
                           env={"TESTAPP_ONLY_NODE": "0", "TESTAPP_EXIT": "0"},

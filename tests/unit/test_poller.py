@@ -129,3 +129,16 @@ def test_eof_counts_as_ready_so_the_reader_sees_it(poller: Poller,
     pipes[0] = (r, r)
     poller.poll(0)
     assert seen == [b""]
+
+
+def test_a_paused_fd_stays_registered_and_reports_nothing_until_resumed(
+        poller: Poller, pipes: list[tuple[int, int]]) -> None:
+    r, w = pipes[0]
+    calls: list[bytes] = []
+    poller.register(r, lambda: calls.append(os.read(r, 10)))
+    poller.pause(r)
+    os.write(w, b"x")
+    assert poller.poll(0) == 0 and calls == []
+    assert r in poller.fds()  # a child forked now still closes it
+    poller.resume(r)
+    assert poller.poll(0) == 1 and calls == [b"x"]
