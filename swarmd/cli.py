@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -80,6 +79,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     if reply is None:
         return 3  # LSB: program is not running
     if args.json:
+        import json
+
         print(json.dumps(reply, indent=2))
         return 0
     rows = [NodeRow.from_dict(node) for node in reply.get("nodes", [])]  # type: ignore[union-attr]
