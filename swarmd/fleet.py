@@ -25,12 +25,14 @@ if TYPE_CHECKING:
     from swarmd.reload import RollingReload
 
 CLOSED_PIPE_GRACE = 0.5  # seconds between EOF on a health pipe and calling it an error
-# A read that finds this many reports comes from a node reporting in a tight loop: its pipe is
-# left unread for FLOOD_PAUSE (at most a quarter of timeouts.report), so that one wake-up reads
-# a full pipe instead of thousands reading a few bytes each. The node's own writes then wait
-# (Node keeps its worst pending code), and the supervisor stays under its fair share of the CPU,
-# which is what lets the scheduler run it the moment a deadline (the watchdog) comes due.
-FLOOD_REPORTS = 32
+# A read that finds this many reports comes from a node reporting in a tight loop (one that
+# reports on schedule is read once per report): its pipe is left unread for FLOOD_PAUSE (at most
+# a quarter of timeouts.report), so that one wake-up reads what piled up instead of thousands
+# reading a few bytes each. The node's own writes then wait (Node keeps its worst pending code),
+# and the supervisor stays under its fair share of the CPU, which is what lets the scheduler run
+# it the moment a deadline (the watchdog) comes due. (32 was too many: with 64 flooders on two
+# cores a read rarely found that many.)
+FLOOD_REPORTS = 8
 FLOOD_PAUSE = 0.1
 PROTOCOL_ERROR_EVERY = 1.0  # at most one protocol-error entry per node per second
 
