@@ -306,17 +306,8 @@ class Fleet:
             write()
 
     def _exited(self, slot: Slot, proc: NodeProcess, status: ExitStatus) -> None:
-        """A process was reaped: the restart policy first (it may fork the replacement), then
-        the node.exited entry, placed before whatever the policy wrote."""
+        """The restart policy for a process that was reaped."""
         self._last_protocol_event.pop(proc.pid, None)
-        mark = len(self._held) if self._held is not None else None
-        try:
-            self._restart_policy(slot, proc)
-        finally:
-            self._exit_event(proc, status, mark)
-            self.mark_dirty()
-
-    def _exit_event(self, proc: NodeProcess, status: ExitStatus, at: int | None) -> None:
         requested = proc.stop_reason is not None
         if proc.killed:
             priority = 4
@@ -331,9 +322,8 @@ class Fleet:
             fields["SWARMD_EXIT_STATUS"] = status.code if status.code is not None else 0
         why = f" ({proc.stop_reason})" if proc.stop_reason else ""
         self.emit("node.exited", f"node {proc.id} {status.describe()}{why}", proc,
-                  priority=priority, fields=fields, at=at)
-
-    def _restart_policy(self, slot: Slot, proc: NodeProcess) -> None:
+                  priority=priority, fields=fields)
+        self.mark_dirty()
         if self.stopping:
             return
         if self.reload is not None and self.reload.node_exited(slot, proc):
@@ -383,27 +373,21 @@ class Fleet:
             return
         self.restarts += 1
         slot.restarts += 1
-        mark = len(self._held) if self._held is not None else None
-        if delay <= 0:
-            self.start(slot)  # forked before its entries are even built
-        else:
-            slot.down_reason = "restarting"
-            slot.restart_timer = self.timers.call_at(now + delay, lambda: self.start(slot))
         self.emit("node.restarting", f"node {slot.id} restarts in {format_duration(delay)} "
                   f"(failure {slot.backoff.failures} in a row)", proc,
                   fields={"SWARMD_RESTART_DELAY_USEC": int(delay * 1_000_000)}
-                  | ({} if proc else {"SWARMD_NODE_ID": slot.id}), at=mark)
+                  | ({} if proc else {"SWARMD_NODE_ID": slot.id}))
+        if delay <= 0:
+            self.start(slot)
+        else:
+            slot.down_reason = "restarting"
+            slot.restart_timer = self.timers.call_at(now + delay, lambda: self.start(slot))
         self.mark_dirty()
 
     def emit(self, kind: str, message: str, proc: NodeProcess | None = None, *,
-             priority: int | None = None, fields: dict[str, str | int] | None = None,
-             at: int | None = None) -> None:
-        """One event to the sink; while writes are held, queued (at index `at`: an entry
-        built after the fork it describes still goes before what that fork wrote)."""
+             priority: int | None = None, fields: dict[str, str | int] | None = None) -> None:
         event = Event(kind, message, proc.ref if proc else None, priority, dict(fields or {}))
-        if self._held is None:
-            self.sink.emit(event)
-        elif at is None:
+        if self._held is not None:
             self._held.append(partial(self.sink.emit, event))
         else:
-            self._held.insert(at, partial(self.sink.emit, event))
+            self.sink.emit(event)
