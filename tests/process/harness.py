@@ -106,7 +106,8 @@ class Swarm:
     directory; stderr goes to a file the test can read."""
 
     def __init__(self, tmp: Path, config: dict[str, Any], *, watchdog_usec: int | None = None,
-                 env: dict[str, str] | None = None, runtime: Path | None = None) -> None:
+                 env: dict[str, str] | None = None, runtime: Path | None = None,
+                 preexec: Callable[[], Any] | None = None) -> None:
         self.tmp = tmp
         self.config_path = tmp / "swarmd.yaml"
         self.write_config(config)
@@ -129,7 +130,8 @@ class Swarm:
         self.log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "swarmd", "run", "-c", str(self.config_path)],
-            stdout=self.log, stderr=subprocess.STDOUT, env=environ, cwd=str(tmp))
+            stdout=self.log, stderr=subprocess.STDOUT, env=environ, cwd=str(tmp),
+            preexec_fn=preexec)
         self.pid = self.proc.pid
 
     def write_config(self, config: dict[str, Any]) -> None:

@@ -175,3 +175,24 @@ def test_without_preload_a_reload_deploys_new_code(swarm, tmp_path):
     s.signal(signal.SIGHUP)
     s.notify.wait("READY", after=readies)
     wait_for(lambda: s.output().count("running version 2") >= 2, 10, "both nodes on version 2")
+
+
+def _blocked_signals(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as handle:
+        for line in handle:
+            if line.startswith("SigBlk:"):
+                return int(line.split()[1], 16)
+    raise AssertionError("no SigBlk")
+
+
+def test_a_signal_mask_swarmd_inherits_is_cleared_for_it_and_its_nodes(swarm):
+    """Started with TERM blocked (a shell or tool may leave a mask): the supervisor and its
+    nodes still run with no signal blocked, and TERM still stops them."""
+    s = swarm(base_config(nodes=2), preexec=lambda: signal.pthread_sigmask(
+        signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGUSR2}))
+    s.wait_ready()
+    assert _blocked_signals(s.pid) == 0
+    for node in s.nodes().values():
+        assert _blocked_signals(node["pid"]) == 0, node
+    s.signal(signal.SIGTERM)
+    assert s.wait_exit() == 0
