@@ -188,6 +188,8 @@ class Fleet:
             return
         now = self.clock()
         if batch is None:
+            if self._exit_if_gone(proc):
+                return
             if proc.health_fd is not None:
                 self.poller.unregister(proc.health_fd)
                 proc.close_health()
@@ -269,7 +271,7 @@ class Fleet:
         lines, eof = proc.read_output(fd)
         for line in lines:
             self._forward(proc, line, priority)
-        if eof:
+        if eof and not self._exit_if_gone(proc):
             self.poller.unregister(fd)
             proc.close_output(fd)
 
@@ -280,6 +282,17 @@ class Fleet:
             self._held.append(partial(self.sink.node_output, proc.ref, line, priority))
         else:
             self.sink.node_output(proc.ref, line, priority)
+
+    def _exit_if_gone(self, proc: NodeProcess) -> bool:
+        """A pipe of the node hit EOF: if that is because the process ended, handle its exit
+        now rather than its pipes one by one first. (The kernel closes a dying process's
+        files just before it makes it a zombie, so the pipes' hang-up usually wakes the loop
+        first; by the time the loop runs, waitpid mostly finds the zombie already.)"""
+        slot = self.slots.get(proc.id)
+        if slot is None or slot.proc is not proc or proc.reap() is None:
+            return False
+        self._on_exit(slot, proc)
+        return True
 
     def _on_exit(self, slot: Slot, proc: NodeProcess) -> None:
         status = proc.reap()
