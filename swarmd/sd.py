@@ -64,11 +64,13 @@ class Notifier:
         if status is not None:
             self._last_status = status
 
-    def status(self, text: str) -> None:
-        """STATUS= only when the text changed."""
-        if text != self._last_status:
-            self._last_status = text
-            self.send(f"STATUS={text}")
+    def status(self, text: str) -> bool:
+        """STATUS= only when the text changed; True when it did."""
+        if text == self._last_status:
+            return False
+        self._last_status = text
+        self.send(f"STATUS={text}")
+        return True
 
     def watchdog(self) -> None:
         self.send("WATCHDOG=1")

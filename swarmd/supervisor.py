@@ -30,9 +30,9 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 HANDLED_SIGNALS = (*STOP_SIGNALS, signal.SIGHUP, signal.SIGTSTP, signal.SIGTTIN)
 MAX_WAIT = 3600.0  # seconds the loop sleeps at most, even when the next deadline is later
 EXTEND_EVERY = 2.0  # seconds between EXTEND_TIMEOUT_USEC while a stop or reload progresses
-# A change of STATUS= waits this long for the changes that follow it (a restart makes three, a
-# start one per node), then the latest text goes out: one message to PID 1 instead of a burst,
-# none of them between a node's death and its replacement's first report.
+# STATUS= goes out at the end of the turn that changed it, then at most once per STATUS_HOLD:
+# changes within that time are sent together, as the latest text, when it is over. A start of
+# 256 nodes is a few messages to PID 1 instead of hundreds; a lone change goes out at once.
 STATUS_HOLD = 0.05
 
 
@@ -58,6 +58,7 @@ class Supervisor(Fleet):
         self._wake_r, self._wake_w = socket.socketpair()
         self._extending: Timer | None = None
         self._status_timer: Timer | None = None
+        self._status_sent_at = -STATUS_HOLD
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -119,13 +120,18 @@ class Supervisor(Fleet):
             self._dispatch_signals()
         self.timers.run_due(self.clock())
         if self._dirty and self._status_timer is None:
-            self._status_timer = self.timers.call_at(self.clock() + STATUS_HOLD,
-                                                     self._send_status)
+            now = self.clock()
+            if now - self._status_sent_at >= STATUS_HOLD:
+                self._send_status()
+            else:
+                self._status_timer = self.timers.call_at(self._status_sent_at + STATUS_HOLD,
+                                                         self._send_status)
 
     def _send_status(self) -> None:
         self._status_timer = None
         self._dirty = False
-        self.notifier.status(self.status_text())
+        if self.notifier.status(self.status_text()):
+            self._status_sent_at = self.clock()
 
     def _run_overdue_timers(self) -> None:
         """Between two ready fds: a deadline that passed while a long batch of reads ran (a
