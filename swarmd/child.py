@@ -7,7 +7,6 @@ cleanup code ever runs twice. It never imports the supervisor.
 from __future__ import annotations
 
 import ctypes
-import importlib
 import logging
 import os
 import resource
@@ -21,6 +20,7 @@ from typing import Any, NamedTuple, NoReturn
 
 from swarmd import sd
 from swarmd.api import Node
+from swarmd.apps import resolve
 from swarmd.events import NODE_IDENTIFIER
 
 try:  # signal.signal without the enum wrapping of the old handler, which for a Python handler
@@ -251,18 +251,6 @@ def _exec(spec: ChildSpec) -> int:
     except OSError as exc:
         sys.stderr.write(f"swarmd: cannot execute {spec.command[0]}: {exc.strerror}\n")
     return EXIT_EXEC_FAILED
-
-
-def resolve(app: Callable[[Node], Any] | str | None) -> Callable[[Node], Any]:
-    if callable(app):
-        return app
-    if not isinstance(app, str):
-        raise TypeError("no app to run")
-    module_name, _, attr = app.partition(":")
-    target: Any = importlib.import_module(module_name)
-    for part in attr.split("."):
-        target = getattr(target, part)
-    return target
 
 
 _node_handlers: dict[bool, logging.Handler] = {}  # journal? -> handler, made before the forks

@@ -19,7 +19,8 @@ from swarmd.durations import format_duration
 from swarmd.events import Event, JournalSink, Sink, default_sink
 from swarmd.node import DRAIN_LIMIT, HEALTHY_ONE, ExitStatus, NodeProcess, State, spawn
 from swarmd.poller import Poller
-from swarmd.timers import Timer, Timers
+from swarmd.slot import Slot
+from swarmd.timers import Timers
 
 if TYPE_CHECKING:
     from swarmd.reload import RollingReload
@@ -35,24 +36,6 @@ CLOSED_PIPE_GRACE = 0.5  # seconds between EOF on a health pipe and calling it a
 FLOOD_REPORTS = 8
 FLOOD_PAUSE = 0.1
 PROTOCOL_ERROR_EVERY = 1.0  # at most one protocol-error entry per node per second
-
-
-class Slot:
-    """A stable node id; its process comes and goes, its generation counts the starts."""
-
-    def __init__(self, slot_id: int, backoff: Backoff) -> None:
-        self.id = slot_id
-        self.generation = -1
-        self.proc: NodeProcess | None = None
-        self.backoff = backoff
-        self.restarts = 0
-        self.restart_timer: Timer | None = None
-        self.down_reason: str | None = None
-
-    def cancel_restart(self) -> None:
-        if self.restart_timer is not None:
-            self.restart_timer.cancel()
-            self.restart_timer = None
 
 
 class Fleet:

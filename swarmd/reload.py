@@ -13,8 +13,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from swarmd.fleet import Slot
     from swarmd.node import NodeProcess
+    from swarmd.slot import Slot
     from swarmd.supervisor import Supervisor
 
 Waiter = Callable[[bool, str], None]

@@ -16,7 +16,8 @@ from collections.abc import Callable
 from typing import Any
 
 from swarmd import config as config_module
-from swarmd.child import prepare_supervisor, resolve
+from swarmd.apps import PreloadError, load_app
+from swarmd.child import prepare_supervisor
 from swarmd.config import Config, ConfigError
 from swarmd.control import ControlServer
 from swarmd.events import Sink
@@ -34,10 +35,6 @@ EXTEND_EVERY = 2.0  # seconds between EXTEND_TIMEOUT_USEC while a stop or reload
 # changes within that time are sent together, as the latest text, when it is over. A start of
 # 256 nodes is a few messages to PID 1 instead of hundreds; a lone change goes out at once.
 STATUS_HOLD = 0.05
-
-
-class PreloadError(Exception):
-    """The app named in the config cannot be imported in the supervisor."""
 
 
 class Supervisor(Fleet):
@@ -64,18 +61,7 @@ class Supervisor(Fleet):
 
     def preload(self) -> None:
         """Import the app before forking (copy-on-write sharing); a broken one is refused."""
-        self.app = self._load_app(self.config)
-
-    def _load_app(self, config: Config) -> Callable[..., Any] | str | None:
-        if config.command is not None:
-            return None
-        if not config.preload:
-            return config.app
-        try:
-            return resolve(config.app)  # the same lookup a node does without preload
-        except Exception as exc:
-            raise PreloadError(f"app: cannot load {config.app!r}: "
-                               f"{type(exc).__name__}: {exc}") from exc
+        self.app = load_app(self.config)
 
     def run(self) -> int:
         """Start every node and supervise until stopped; returns the exit code."""
@@ -268,7 +254,7 @@ class Supervisor(Fleet):
         self.emit("swarmd.reloading", f"reloading {self.config.path or 'config'}")
         try:
             new = config_module.load(self.config.path) if self.config.path else self.config
-            app = self._load_app(new)
+            app = load_app(new)
         except (ConfigError, PreloadError) as exc:
             problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
             message = ("new config rejected, the old one keeps running:\n"
@@ -392,19 +378,8 @@ class Supervisor(Fleet):
 
     def rows(self) -> list[NodeRow]:
         now, wall = self.clock(), time.time()
-        rows = []
-        for slot in sorted(self.slots.values(), key=lambda s: s.id):
-            proc = slot.proc
-            if proc is None:
-                rows.append(NodeRow(slot.id, None, slot.down_reason or "down", None, None,
-                                    slot.restarts, None, max(slot.generation, 0)))
-                continue
-            code = proc.code
-            rows.append(NodeRow(
-                slot.id, proc.pid, proc.state.value, code,
-                self.config.health[code].name if code is not None else None,
-                slot.restarts, wall - (now - proc.started_at), proc.generation))
-        return rows
+        return [slot.row(self.config.health, now, wall)
+                for slot in sorted(self.slots.values(), key=lambda s: s.id)]
 
     # ---- last resort -----------------------------------------------------------------------
 
