@@ -166,7 +166,7 @@ class Fleet:
 
     def _on_health(self, proc: NodeProcess) -> None:
         batch = proc.read_health()
-        if batch is HEALTHY_ONE and proc.code == 0 and proc.first_report_at is not None:
+        if batch is HEALTHY_ONE and proc.code == 0:  # code 0 implies a first report
             proc.last_report_at = self.clock()  # the usual wake-up at rest: nothing else changes
             return
         now = self.clock()

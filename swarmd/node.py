@@ -135,10 +135,12 @@ class NodeProcess:
         HEALTHY_ONE (shared: never modify it) when the read was one "0\\n" and nothing else,
         the wake-up of a fleet at rest, which then costs no parsing and no allocation."""
         fd = self.health_fd
+        if fd is None:
+            return HealthBatch()
         total: HealthBatch | None = None
-        for _ in range(MAX_READS_PER_WAKEUP if fd is not None else 0):
+        for _ in range(MAX_READS_PER_WAKEUP):
             try:
-                data = os.read(fd, READ_CHUNK)  # type: ignore[arg-type]
+                data = os.read(fd, READ_CHUNK)
             except BlockingIOError:
                 break
             except OSError:

@@ -39,13 +39,9 @@ def counts_as_healthy(code: int | None, state: str) -> bool:
     return code == 0 and state in HEALTHY_STATES
 
 
-def status_text(rows: list[NodeRow], restarts: int, mode: str) -> str:
-    """`3/4 healthy, 2 restarts, quiet`: what `systemctl status` shows."""
-    return summary_text(sum(1 for row in rows if row.healthy), len(rows), restarts, mode)
-
-
 def summary_text(healthy: int, total: int, restarts: int, mode: str) -> str:
-    """status_text from the counts alone (the loop's STATUS= needs no NodeRow per node)."""
+    """`3/4 healthy, 2 restarts, quiet`: what `systemctl status` shows (the STATUS= line),
+    from the counts alone, so that the loop builds no NodeRow per node for it."""
     text = f"{healthy}/{total} healthy, {restarts} restart{'s' if restarts != 1 else ''}"
     return text if mode == "running" else f"{text}, {mode}"
 

@@ -37,10 +37,6 @@ class Timers:
             heapq.heappop(self._heap)
         return self._heap[0][0] if self._heap else None
 
-    def overdue(self, now: float) -> bool:
-        """Cheap check whether run_due(now) has anything to do (cancelled timers included)."""
-        return bool(self._heap) and self._heap[0][0] <= now
-
     def run_due(self, now: float) -> int:
         """Run every timer due by `now`; returns how many ran."""
         ran = 0

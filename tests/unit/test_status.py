@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from swarmd.status import NodeRow, format_table, format_uptime, status_text
+from swarmd.status import NodeRow, format_table, format_uptime, summary_text
 
 NOW = 1_700_000_000.0
 
@@ -32,6 +32,11 @@ def row(id: int = 0, pid: int | None = 100, state: str = "running", code: int | 
 )
 def test_a_row_is_healthy_when_running_and_reporting_0(kwargs: dict, healthy: bool) -> None:
     assert row(**kwargs).healthy is healthy
+
+
+def status_text(rows: list[NodeRow], restarts: int, mode: str) -> str:
+    """The STATUS= line for these rows: the supervisor counts with the same rule."""
+    return summary_text(sum(1 for r in rows if r.healthy), len(rows), restarts, mode)
 
 
 def test_status_text_counts_healthy_nodes_and_restarts() -> None:

@@ -120,14 +120,3 @@ def test_the_handle_remembers_its_deadline() -> None:
     timer = timers.call_at(42.5, lambda: None)
     assert timer.when == 42.5
     assert not timer.cancelled
-
-
-def test_overdue_says_whether_run_due_has_work() -> None:
-    ran, cb = recorder()
-    timers = Timers()
-    assert not timers.overdue(1e9)
-    timers.call_at(2.0, cb("t2"))
-    assert not timers.overdue(1.9)
-    assert timers.overdue(2.0)
-    timers.run_due(2.0)
-    assert ran == ["t2"] and not timers.overdue(1e9)
