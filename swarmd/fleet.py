@@ -88,7 +88,8 @@ class Fleet:
         self.slots.pop(slot.id, None)
         self.mark_dirty()
 
-    def start(self, slot: Slot) -> None:
+    def start(self, slot: Slot, *, batch: bool = False) -> None:
+        """Fork the slot's next node; batch: one of many forked in a row (see spawn)."""
         slot.cancel_restart()
         slot.down_reason = None
         slot.generation += 1
@@ -96,7 +97,8 @@ class Fleet:
         try:
             proc = spawn(slot.id, slot.generation, now, app=self.app,
                          command=self.config.command, env=dict(self.config.env),
-                         journal=self.journal, close_fds=self.private_fds())
+                         journal=self.journal, close_fds=self.private_fds(),
+                         step_aside=not batch)
         except OSError as exc:
             self.emit("node.exited", f"node {slot.id}: fork failed: {exc.strerror}",
                       priority=3, fields={"SWARMD_NODE_ID": slot.id})

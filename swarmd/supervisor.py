@@ -75,7 +75,7 @@ class Supervisor(Fleet):
             self._held = []  # the fleet is forked first, its node.started entries follow
             try:
                 for slot_id in self.config.node_ids:
-                    self.start(self.add_slot(slot_id))
+                    self.start(self.add_slot(slot_id), batch=True)
             finally:
                 self.write_held()
             self.timers.call_at(self.clock() + self.config.timeouts.boot, self._boot_deadline)

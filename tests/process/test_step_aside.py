@@ -1,0 +1,77 @@
+"""A replacement gets the CPU right after its fork (sched_yield in the supervisor); the nodes of
+the first start, forked in a row, do not. Real forks of this test process; only the
+supervisor's side is checked: how much sooner a replacement runs is the bench's to show
+(bench/README.md, kill -> replacement), never a timed assert."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from swarmd.config import Config
+from swarmd.events import StderrSink
+from swarmd.node import NodeProcess
+from swarmd.supervisor import Supervisor
+
+
+def quick_app(node: object) -> int:
+    return 0
+
+
+@pytest.fixture
+def yields(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Every sched_yield the supervisor (this process, not a child) makes."""
+    calls: list[int] = []
+    me, real = os.getpid(), os.sched_yield
+
+    def counting() -> None:
+        if os.getpid() == me:
+            calls.append(1)
+        real()
+
+    monkeypatch.setattr(os, "sched_yield", counting)
+    return calls
+
+
+@pytest.fixture
+def sup() -> Iterator[Supervisor]:
+    supervisor = Supervisor(Config(nodes=3), sink=StderrSink(open(os.devnull, "w")))  # noqa: SIM115
+    supervisor.app = quick_app
+    yield supervisor
+    for slot in supervisor.slots.values():
+        if slot.proc is not None:
+            _reap(slot.proc)
+    supervisor.poller.close()
+
+
+def _reap(proc: NodeProcess) -> None:
+    deadline = time.monotonic() + 10
+    while proc.reap() is None:
+        assert time.monotonic() < deadline, "the node did not exit"
+        time.sleep(0.01)
+    for fd in list(proc.output_fds):
+        proc.close_output(fd)
+    proc.close_health()
+    proc.close_pidfd()
+
+
+def test_the_first_start_forks_in_a_row(sup: Supervisor, yields: list[int]) -> None:
+    for slot_id in (0, 1, 2):
+        sup.start(sup.add_slot(slot_id), batch=True)
+    assert yields == []
+    assert all(slot.proc is not None for slot in sup.slots.values())
+
+
+def test_a_replacement_is_given_the_cpu_after_its_fork(sup: Supervisor, yields: list[int]
+                                                       ) -> None:
+    slot = sup.add_slot(0)
+    sup.start(slot, batch=True)
+    first = slot.proc
+    assert first is not None
+    _reap(first)
+    sup.start(slot)  # what a restart, a reload step or a timer-delayed restart calls
+    assert yields == [1]
+    assert slot.proc is not None and slot.proc.pid != first.pid
