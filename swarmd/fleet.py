@@ -304,23 +304,10 @@ class Fleet:
             write()
 
     def _exited(self, slot: Slot, proc: NodeProcess, status: ExitStatus) -> None:
-        """The restart policy for a process that was reaped."""
+        """The restart policy for a process that was reaped. Only the decision comes before
+        a replacement's fork; the entries are made after it (_later)."""
         self._last_protocol_event.pop(proc.pid, None)
-        requested = proc.stop_reason is not None
-        if proc.killed:
-            priority = 4
-        elif requested and proc.stop_reason in ("stop", "reload", "removed"):
-            priority = 6
-        else:
-            priority = 6 if status.clean and self.quiet else 3
-        fields: dict[str, str | int] = {"SWARMD_HEALTH": "exited"}
-        if status.signal is not None:
-            fields["SWARMD_EXIT_SIGNAL"] = status.signal
-        else:
-            fields["SWARMD_EXIT_STATUS"] = status.code if status.code is not None else 0
-        why = f" ({proc.stop_reason})" if proc.stop_reason else ""
-        self.emit("node.exited", f"node {proc.id} {status.describe()}{why}", proc,
-                  priority=priority, fields=fields)
+        self._later(self._report_exit, proc, status, self.quiet)
         self.mark_dirty()
         if self.stopping:
             return
@@ -335,6 +322,23 @@ class Fleet:
             self.drop_slot(slot)
             return
         self._schedule_restart(slot, proc)
+
+    def _report_exit(self, proc: NodeProcess, status: ExitStatus, quiet: bool) -> None:
+        requested = proc.stop_reason is not None
+        if proc.killed:
+            priority = 4
+        elif requested and proc.stop_reason in ("stop", "reload", "removed"):
+            priority = 6
+        else:
+            priority = 6 if status.clean and quiet else 3
+        fields: dict[str, str | int] = {"SWARMD_HEALTH": "exited"}
+        if status.signal is not None:
+            fields["SWARMD_EXIT_SIGNAL"] = status.signal
+        else:
+            fields["SWARMD_EXIT_STATUS"] = status.code if status.code is not None else 0
+        why = f" ({proc.stop_reason})" if proc.stop_reason else ""
+        self.emit("node.exited", f"node {proc.id} {status.describe()}{why}", proc,
+                  priority=priority, fields=fields)
 
     def _forget(self, proc: NodeProcess) -> None:
         """Read what the dead process left in its pipes (its last words), then close them."""
@@ -371,16 +375,27 @@ class Fleet:
             return
         self.restarts += 1
         slot.restarts += 1
-        self.emit("node.restarting", f"node {slot.id} restarts in {format_duration(delay)} "
-                  f"(failure {slot.backoff.failures} in a row)", proc,
-                  fields={"SWARMD_RESTART_DELAY_USEC": int(delay * 1_000_000)}
-                  | ({} if proc else {"SWARMD_NODE_ID": slot.id}))
+        self._later(self._report_restart, slot, proc, delay, slot.backoff.failures)
         if delay <= 0:
             self.start(slot)
         else:
             slot.down_reason = "restarting"
             slot.restart_timer = self.timers.call_at(now + delay, lambda: self.start(slot))
         self.mark_dirty()
+
+    def _report_restart(self, slot: Slot, proc: NodeProcess | None, delay: float,
+                        failures: int) -> None:
+        self.emit("node.restarting", f"node {slot.id} restarts in {format_duration(delay)} "
+                  f"(failure {failures} in a row)", proc,
+                  fields={"SWARMD_RESTART_DELAY_USEC": int(delay * 1_000_000)}
+                  | ({} if proc else {"SWARMD_NODE_ID": slot.id}))
+
+    def _later(self, report: Callable[..., None], *args: Any) -> None:
+        """Make an entry now, or, while a replacement is being forked, once it is."""
+        if self._held is not None:
+            self._held.append(partial(report, *args))
+        else:
+            report(*args)
 
     def emit(self, kind: str, message: str, proc: NodeProcess | None = None, *,
              priority: int | None = None, fields: dict[str, str | int] | None = None) -> None:
