@@ -1,11 +1,13 @@
 """Where kill -> replacement time goes, step by step, from the kernel's own scheduler events.
 
-    sudo .venv/bin/python bench/killtrace.py [--nodes N] [--kills K] [--rounds R]
+    .venv/bin/python bench/killtrace.py [--nodes N] [--kills K] [--rounds R] [--swarmd DIR]
+
+As root (ftrace); tracefs is mounted at /sys/kernel/tracing if it is not there yet.
 
 Runs the bench's kill scenario (the same apps, config and spacing as `run.py --only kill`) for
-the floor and for swarmd, alternating, with ftrace recording scheduler and signal events
-(tracefs, root). Each kill is cut into the steps below, timed on CLOCK_MONOTONIC, the clock the
-node stamps its first report with:
+the floor and for swarmd, alternating, with ftrace recording scheduler and signal events. Each
+kill is cut into the steps below, timed on CLOCK_MONOTONIC, the clock the node stamps its first
+report with:
 
     teardown     SIGKILL sent -> the supervisor is woken (the kernel ends every thread of the
                  node, unmaps its memory, closes its files, then the pipes and pidfd fire)
@@ -20,8 +22,10 @@ Prints a table of medians (and p90), the floor beside swarmd.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -104,7 +108,7 @@ def trace_instance(bench: bench_run.Bench, kind: str, nodes: int, kills: int
         tracefs("tracing_on", "0")
         inst.close()
     events = parse((TRACEFS / "trace").read_text())
-    rows = []
+    rows: list[dict[str, float]] = []
     for old, new, up_ms in samples:
         try:
             rows.append(steps(events, inst.pid, old, new, up_ms))
@@ -118,9 +122,14 @@ def main() -> int:
     parser.add_argument("--nodes", type=int, default=16)
     parser.add_argument("--kills", type=int, default=12)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--swarmd", type=Path, default=bench_run.REPO,
+                        help="directory holding the swarmd package to trace (default: this "
+                             "repository), e.g. an older checkout for a before/after")
     args = parser.parse_args()
     if not TRACEFS.joinpath("trace").exists():
-        print(f"no tracefs at {TRACEFS}: run as root (mount -t tracefs nodev {TRACEFS})")
+        subprocess.run(["mount", "-t", "tracefs", "nodev", str(TRACEFS)], check=False)
+    if not os.access(TRACEFS / "trace", os.W_OK):
+        print(f"no writable tracefs at {TRACEFS}: run as root, on a kernel with ftrace")
         return 2
     tracefs("tracing_on", "0")
     tracefs("trace_clock", "mono")  # the clock of the nodes' own stamps
@@ -128,7 +137,7 @@ def main() -> int:
     for event in EVENTS:
         tracefs(f"events/{event}/enable", "1")
     root = Path(tempfile.mkdtemp(prefix="swarmd-killtrace-"))
-    bench = bench_run.Bench(bench_run.Plan.make(True), bench_run.REPO, root)
+    bench = bench_run.Bench(bench_run.Plan.make(True), args.swarmd.resolve(), root)
     rows: dict[str, list[dict[str, float]]] = {"floor": [], "swarmd": []}
     try:
         for _ in range(args.rounds):
@@ -137,6 +146,9 @@ def main() -> int:
     finally:
         for event in EVENTS:
             tracefs(f"events/{event}/enable", "0")
+    if not all(rows.values()):
+        print("no complete kill in the trace: nothing to show")
+        return 1
     print(f"\nkill -> replacement, N={args.nodes}, {args.rounds} x {args.kills} kills each; "
           f"ms, median (p90)\n")
     print("| step | floor | swarmd | difference |\n|---|---|---|---|")

@@ -320,7 +320,11 @@ class Instance:
         for key in list(sel.get_map().values()):
             os.close(key.fd)
         sel.close()
-        self.proc.wait(timeout=10)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            raise BenchError(f"{self.kind} still running 10 s after its processes were "
+                             f"watched for {timeout}s:\n{self.output()[-2000:]}") from None
         if left:
             raise BenchError(f"{self.kind}: {left} process(es) still alive {timeout}s after TERM")
         return (end - start) / MS
