@@ -13,6 +13,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from swarmd import entries
 from swarmd.backoff import Backoff
 from swarmd.config import Config
 from swarmd.durations import format_duration
@@ -307,7 +308,7 @@ class Fleet:
         """The restart policy for a process that was reaped. Only the decision comes before
         a replacement's fork; the entries are made after it (_later)."""
         self._last_protocol_event.pop(proc.pid, None)
-        self._later(self._report_exit, proc, status, self.quiet)
+        self._later(entries.node_exited, proc, status, self.quiet)
         self.mark_dirty()
         if self.stopping:
             return
@@ -322,23 +323,6 @@ class Fleet:
             self.drop_slot(slot)
             return
         self._schedule_restart(slot, proc)
-
-    def _report_exit(self, proc: NodeProcess, status: ExitStatus, quiet: bool) -> None:
-        requested = proc.stop_reason is not None
-        if proc.killed:
-            priority = 4
-        elif requested and proc.stop_reason in ("stop", "reload", "removed"):
-            priority = 6
-        else:
-            priority = 6 if status.clean and quiet else 3
-        fields: dict[str, str | int] = {"SWARMD_HEALTH": "exited"}
-        if status.signal is not None:
-            fields["SWARMD_EXIT_SIGNAL"] = status.signal
-        else:
-            fields["SWARMD_EXIT_STATUS"] = status.code if status.code is not None else 0
-        why = f" ({proc.stop_reason})" if proc.stop_reason else ""
-        self.emit("node.exited", f"node {proc.id} {status.describe()}{why}", proc,
-                  priority=priority, fields=fields)
 
     def _forget(self, proc: NodeProcess) -> None:
         """Read what the dead process left in its pipes (its last words), then close them."""
@@ -375,7 +359,7 @@ class Fleet:
             return
         self.restarts += 1
         slot.restarts += 1
-        self._later(self._report_restart, slot, proc, delay, slot.backoff.failures)
+        self._later(entries.node_restarting, slot.id, proc, delay, slot.backoff.failures)
         if delay <= 0:
             self.start(slot)
         else:
@@ -383,19 +367,14 @@ class Fleet:
             slot.restart_timer = self.timers.call_at(now + delay, lambda: self.start(slot))
         self.mark_dirty()
 
-    def _report_restart(self, slot: Slot, proc: NodeProcess | None, delay: float,
-                        failures: int) -> None:
-        self.emit("node.restarting", f"node {slot.id} restarts in {format_duration(delay)} "
-                  f"(failure {failures} in a row)", proc,
-                  fields={"SWARMD_RESTART_DELAY_USEC": int(delay * 1_000_000)}
-                  | ({} if proc else {"SWARMD_NODE_ID": slot.id}))
-
-    def _later(self, report: Callable[..., None], *args: Any) -> None:
-        """Make an entry now, or, while a replacement is being forked, once it is."""
+    def _later(self, entry: Callable[..., Event], *facts: Any) -> None:
+        """Write an entry now, or, while a replacement is being forked, make it once it is."""
+        def write() -> None:
+            self.sink.emit(entry(*facts))
         if self._held is not None:
-            self._held.append(partial(report, *args))
+            self._held.append(write)
         else:
-            report(*args)
+            write()
 
     def emit(self, kind: str, message: str, proc: NodeProcess | None = None, *,
              priority: int | None = None, fields: dict[str, str | int] | None = None) -> None:

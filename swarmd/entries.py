@@ -1,0 +1,40 @@
+"""The entries about a node's end and its restart: text, priority and fields of node.exited
+and node.restarting, worked out from the facts alone, so that the fleet can make them after a
+replacement's fork rather than between the death and the fork."""
+
+from __future__ import annotations
+
+from swarmd.durations import format_duration
+from swarmd.events import Event
+from swarmd.node import ExitStatus, NodeProcess
+
+ASKED_TO_GO = ("stop", "reload", "removed")  # stop reasons under which an exit is expected
+
+
+def node_exited(proc: NodeProcess, status: ExitStatus, quiet: bool) -> Event:
+    """err for a failure, warning for a node killed after timeouts.shutdown, info for an exit
+    that was asked for (or a clean one while swarmd is quiet)."""
+    if proc.killed:
+        priority = 4
+    elif proc.stop_reason in ASKED_TO_GO:
+        priority = 6
+    else:
+        priority = 6 if status.clean and quiet else 3
+    fields: dict[str, str | int] = {"SWARMD_HEALTH": "exited"}
+    if status.signal is not None:
+        fields["SWARMD_EXIT_SIGNAL"] = status.signal
+    else:
+        fields["SWARMD_EXIT_STATUS"] = status.code if status.code is not None else 0
+    why = f" ({proc.stop_reason})" if proc.stop_reason else ""
+    return Event("node.exited", f"node {proc.id} {status.describe()}{why}", proc.ref, priority,
+                 fields)
+
+
+def node_restarting(slot_id: int, proc: NodeProcess | None, delay: float, failures: int
+                    ) -> Event:
+    """`proc` is None when the fork itself failed: the slot is named by SWARMD_NODE_ID."""
+    fields: dict[str, str | int] = {"SWARMD_RESTART_DELAY_USEC": int(delay * 1_000_000)}
+    if proc is None:
+        fields["SWARMD_NODE_ID"] = slot_id
+    return Event("node.restarting", f"node {slot_id} restarts in {format_duration(delay)} "
+                 f"(failure {failures} in a row)", proc.ref if proc else None, None, fields)
