@@ -253,10 +253,10 @@ def spawn(node_id: int, generation: int, now: float, *, app: Callable[..., Any] 
         raise
     if pid == 0:  # the child
         child.main(spec)
-    if step_aside:
-        os.sched_yield()
     for fd in (health_w, out_w, err_w):
         os.close(fd)
+    if step_aside:
+        os.sched_yield()
     try:
         pidfd = os.pidfd_open(pid)
     except OSError:  # pragma: no cover - kernels before 5.3; the child is ours and alive
