@@ -378,8 +378,5 @@ class Fleet:
 
     def emit(self, kind: str, message: str, proc: NodeProcess | None = None, *,
              priority: int | None = None, fields: dict[str, str | int] | None = None) -> None:
-        event = Event(kind, message, proc.ref if proc else None, priority, dict(fields or {}))
-        if self._held is not None:
-            self._held.append(partial(self.sink.emit, event))
-        else:
-            self.sink.emit(event)
+        self._later(Event, kind, message, proc.ref if proc else None, priority,
+                    dict(fields or {}))
