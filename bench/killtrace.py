@@ -47,7 +47,7 @@ def tracefs(name: str, value: str) -> None:
     (TRACEFS / name).write_text(value)
 
 
-class Event:
+class TraceEvent:
     __slots__ = ("t", "task", "name", "fields")
 
     def __init__(self, t: float, task: int, name: str, fields: dict[str, str]) -> None:
@@ -57,17 +57,17 @@ class Event:
         return int(self.fields.get(key, -1))
 
 
-def parse(text: str) -> list[Event]:
+def parse(text: str) -> list[TraceEvent]:
     events = []
     for line in text.splitlines():
         match = LINE.match(line)
         if match:
-            events.append(Event(float(match[3]) * 1e3, int(match[1]), match[4],
+            events.append(TraceEvent(float(match[3]) * 1e3, int(match[1]), match[4],
                                 dict(FIELD.findall(match[5]))))
     return events
 
 
-def steps(events: list[Event], supervisor: int, old: int, new: int, up_ms: float
+def steps(events: list[TraceEvent], supervisor: int, old: int, new: int, up_ms: float
           ) -> dict[str, float]:
     """One kill's steps in ms (KeyError/StopIteration when the trace lost an event)."""
     kill = next(e for e in events if e.name == "signal_generate" and e.fields.get("sig") == "9"
