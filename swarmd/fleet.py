@@ -264,10 +264,7 @@ class Fleet:
     def _forward(self, proc: NodeProcess, line: str, priority: int) -> None:
         if len(line) >= 3 and line[0] == "<" and line[2] == ">" and line[1] in "01234567":
             priority, line = int(line[1]), line[3:]  # sd-daemon style "<3>message"
-        if self._held is not None:
-            self._held.append(partial(self.sink.node_output, proc.ref, line, priority))
-        else:
-            self.sink.node_output(proc.ref, line, priority)
+        self._hold(self.sink.node_output, proc.ref, line, priority)
 
     def _exit_if_gone(self, proc: NodeProcess) -> bool:
         """A pipe of the node hit EOF: if that is because the process ended, handle its exit
@@ -367,14 +364,17 @@ class Fleet:
             slot.restart_timer = self.timers.call_at(now + delay, lambda: self.start(slot))
         self.mark_dirty()
 
-    def _later(self, entry: Callable[..., Event], *facts: Any) -> None:
-        """Write an entry now, or, while a replacement is being forked, make it once it is."""
-        def write() -> None:
-            self.sink.emit(entry(*facts))
+    def _hold(self, write: Callable[..., None], *args: Any) -> None:
+        """Write now or, while a replacement is being forked, once it is (write_held)."""
         if self._held is not None:
-            self._held.append(write)
+            self._held.append(partial(write, *args))
         else:
-            write()
+            write(*args)
+
+    def _later(self, entry: Callable[..., Event], *facts: Any) -> None:
+        """Make an entry from the facts and write it: now, or both once a replacement is
+        forked, so that not even the entry's text is worked out before the fork."""
+        self._hold(lambda: self.sink.emit(entry(*facts)))
 
     def emit(self, kind: str, message: str, proc: NodeProcess | None = None, *,
              priority: int | None = None, fields: dict[str, str | int] | None = None) -> None:
