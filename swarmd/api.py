@@ -11,7 +11,7 @@ import os
 import threading
 from collections.abc import Callable
 
-from swarmd.health import MAX_CODE
+from swarmd.config.health import MAX_CODE
 
 
 class Node:

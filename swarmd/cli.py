@@ -8,7 +8,7 @@ import sys
 
 from swarmd import __version__, config
 from swarmd.control import ControlError, ControlServer, request, runtime_dir
-from swarmd.status import NodeRow, format_table
+from swarmd.supervisor.status import NodeRow, format_table
 
 EXIT_CONFIG = 78  # EX_CONFIG: systemd's RestartPreventExitStatus=78 stops a restart loop
 
@@ -39,7 +39,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from swarmd.supervisor import PreloadError, Supervisor  # keep check/status imports light
+    from swarmd.supervisor.core import PreloadError, Supervisor  # keep check/status imports light
 
     path = config_path(args.config)
     cfg = _load(path)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from swarmd.poller import Poller
+from swarmd.loop.poller import Poller
 
 SOCKET_NAME = "control.sock"
 # json is imported where a request is read or written, not at start: a supervisor that is never

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from swarmd.node import NodeProcess
+from swarmd.node.process import NodeProcess
 from tests.process.harness import REPO, base_config, children, pid_alive, wait_for, zombies
 
 

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 import pytest
 
 from swarmd.config import Config
-from swarmd.events import StderrSink
-from swarmd.node import NodeProcess
-from swarmd.supervisor import Supervisor
+from swarmd.node.process import NodeProcess
+from swarmd.supervisor.core import Supervisor
+from swarmd.systemd.events import StderrSink
 
 
 def quick_app(node: object) -> int:

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from swarmd.events import KINDS
+from swarmd.systemd.events import KINDS
 from tests.system.container import Container, JournalEntry, wait_for
 
 REPO = Path(__file__).resolve().parents[2]

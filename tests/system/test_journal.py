@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from swarmd.events import KINDS
+from swarmd.systemd.events import KINDS
 from tests.system.container import JournalEntry, wait_for
 from tests.system.swarmd_service import (
     PACKAGING,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from swarmd.backoff import Backoff
 from swarmd.config import RestartPolicy
+from swarmd.supervisor.backoff import Backoff
 
 
 def backoff(delay: float = 1.0, max_delay: float = 60.0, reset_after: float = 60.0,

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from swarmd.config import RESERVED_ENV, Config, ConfigError, RestartPolicy, Timeouts, parse
-from swarmd.health import HealthCode, HealthTable
+from swarmd.config.health import HealthCode, HealthTable
 
 PATH = "cfg.yaml"
 

@@ -6,8 +6,8 @@ import signal
 
 import pytest
 
-from swarmd.entries import node_exited, node_restarting
-from swarmd.node import ExitStatus, NodeProcess
+from swarmd.node.process import ExitStatus, NodeProcess
+from swarmd.supervisor.entries import node_exited, node_restarting
 
 
 def proc(stop_reason: str | None = None, killed: bool = False) -> NodeProcess:

@@ -1,4 +1,4 @@
-"""swarmd.events: event kinds, their journal fields, and the readable stderr sink."""
+"""swarmd.systemd.events: event kinds, their journal fields, and the readable stderr sink."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from swarmd.events import (
+from swarmd.systemd.events import (
     KINDS,
     NODE_IDENTIFIER,
     SUPERVISOR_IDENTIFIER,

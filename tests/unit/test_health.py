@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from swarmd.health import PRIORITIES, HealthCode, HealthTable, priority_number
+from swarmd.config.health import PRIORITIES, HealthCode, HealthTable, priority_number
 
 BACKLOG = HealthCode(2, "backlog", "notice", "log")
 MEMORY = HealthCode(3, "memory_limit", "err", "restart")

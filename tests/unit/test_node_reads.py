@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from swarmd.node import HEALTHY_ONE, NodeProcess
+from swarmd.node.process import HEALTHY_ONE, NodeProcess
 
 
 @pytest.fixture
@@ -83,7 +83,7 @@ def test_nothing_to_read_is_an_empty_batch_and_eof_is_none(
 def test_tracked_timers_that_ran_are_forgotten(proc_and_writer: tuple[NodeProcess, int]
                                                ) -> None:
     """A node that lives for months must not pile up the timers that already fired."""
-    from swarmd.timers import Timers
+    from swarmd.loop.timers import Timers
 
     proc, _ = proc_and_writer
     timers = Timers()

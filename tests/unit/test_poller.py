@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from swarmd.poller import Poller
+from swarmd.loop.poller import Poller
 
 
 @pytest.fixture

@@ -1,10 +1,10 @@
-"""swarmd.protocol: health pipe bytes -> worst code per read; output bytes -> bounded lines."""
+"""swarmd.node.protocol: health pipe bytes -> worst code per read; output bytes -> bounded lines."""
 
 from __future__ import annotations
 
 import pytest
 
-from swarmd.protocol import MAX_HEALTH_LINE, MAX_OUTPUT_LINE, HealthParser, LineSplitter
+from swarmd.node.protocol import MAX_HEALTH_LINE, MAX_OUTPUT_LINE, HealthParser, LineSplitter
 
 MB = 1024 * 1024
 

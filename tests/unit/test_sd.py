@@ -1,4 +1,4 @@
-"""swarmd.sd: the Notifier with a fake environ, and with a real AF_UNIX datagram socket."""
+"""swarmd.systemd.notify: the Notifier with a fake environ, and with a real AF_UNIX socket."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from swarmd import sd
-from swarmd.sd import Notifier
+from swarmd.systemd import notify as sd
+from swarmd.systemd.notify import Notifier
 
 
 @pytest.fixture(autouse=True)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from swarmd.status import NodeRow, format_table, format_uptime, summary_text
+from swarmd.supervisor.status import NodeRow, format_table, format_uptime, summary_text
 
 NOW = 1_700_000_000.0
 

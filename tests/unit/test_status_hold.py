@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import pytest
 
 from swarmd.config import Config
-from swarmd.events import StderrSink
-from swarmd.supervisor import STATUS_HOLD, Supervisor
+from swarmd.supervisor.core import STATUS_HOLD, Supervisor
+from swarmd.systemd.events import StderrSink
 
 
 class RecordingNotifier:

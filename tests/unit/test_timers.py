@@ -1,10 +1,10 @@
-"""swarmd.timers: the deadline heap of the supervision loop."""
+"""swarmd.loop.timers: the deadline heap of the supervision loop."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from swarmd.timers import Timers
+from swarmd.loop.timers import Timers
 
 
 def recorder() -> tuple[list[str], Callable[[str], Callable[[], None]]]:

@@ -18,10 +18,10 @@ import traceback
 from collections.abc import Callable
 from typing import Any, NamedTuple, NoReturn
 
-from swarmd import sd
 from swarmd.api import Node
-from swarmd.apps import resolve
-from swarmd.events import NODE_IDENTIFIER
+from swarmd.node.apps import resolve
+from swarmd.systemd import journal
+from swarmd.systemd.events import NODE_IDENTIFIER
 
 try:  # signal.signal without the enum wrapping of the old handler, which for a Python handler
     # raises and formats a ValueError: ~100 copy-on-write faults in a fresh fork for three calls
@@ -84,7 +84,7 @@ class JournalHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             message = self.format(record)
-            sd.journal_send(message, PRIORITY=_priority(record.levelno),
+            journal.journal_send(message, PRIORITY=_priority(record.levelno),
                             LOGGER=record.name, CODE_FILE=record.pathname,
                             CODE_LINE=record.lineno, CODE_FUNC=record.funcName, **self.fields)
         except Exception:
@@ -366,7 +366,7 @@ def _run_app(spec: ChildSpec) -> int:
     except BaseException:
         text = traceback.format_exc()
         if spec.journal:
-            sd.journal_send(text.rstrip(), PRIORITY=3, **_node_fields(spec))
+            journal.journal_send(text.rstrip(), PRIORITY=3, **_node_fields(spec))
         else:
             sys.stderr.write(text)
         return 1

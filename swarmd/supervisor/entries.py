@@ -4,9 +4,9 @@ replacement's fork rather than between the death and the fork."""
 
 from __future__ import annotations
 
-from swarmd.durations import format_duration
-from swarmd.events import Event
-from swarmd.node import ExitStatus, NodeProcess
+from swarmd.config.durations import format_duration
+from swarmd.node.process import ExitStatus, NodeProcess
+from swarmd.systemd.events import Event
 
 ASKED_TO_GO = ("stop", "reload", "removed")  # stop reasons under which an exit is expected
 

@@ -11,8 +11,8 @@ import sys
 import time
 from typing import NamedTuple, Protocol, TextIO
 
-from swarmd import sd
-from swarmd.health import PRIORITIES
+from swarmd.config.health import PRIORITIES
+from swarmd.systemd import journal
 
 SUPERVISOR_IDENTIFIER = "swarmd"
 NODE_IDENTIFIER = "swarmd-node"
@@ -121,10 +121,10 @@ class JournalSink:
     """One structured entry per event (stderr is the journal, or systemd-python is asked)."""
 
     def emit(self, event: Event) -> None:
-        sd.journal_send(event.message, **journal_fields(event))
+        journal.journal_send(event.message, **journal_fields(event))
 
     def node_output(self, node: NodeRef, line: str, priority: int) -> None:
-        sd.journal_send(line, **node_output_fields(node, priority))
+        journal.journal_send(line, **node_output_fields(node, priority))
 
 
 class StderrSink:
@@ -151,4 +151,4 @@ class StderrSink:
 
 def default_sink() -> Sink:
     """The journal when our stderr is the journal stream, readable stderr lines otherwise."""
-    return JournalSink() if sd.stderr_is_journal() else StderrSink()
+    return JournalSink() if journal.stderr_is_journal() else StderrSink()

@@ -13,9 +13,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from swarmd.node import NodeProcess
-    from swarmd.slot import Slot
-    from swarmd.supervisor import Supervisor
+    from swarmd.node.process import NodeProcess
+    from swarmd.supervisor.core import Supervisor
+    from swarmd.supervisor.slot import Slot
 
 Waiter = Callable[[bool, str], None]
 

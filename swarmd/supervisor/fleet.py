@@ -13,18 +13,18 @@ from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from swarmd import entries
-from swarmd.backoff import Backoff
 from swarmd.config import Config
-from swarmd.durations import format_duration
-from swarmd.events import Event, JournalSink, Sink, default_sink
-from swarmd.node import DRAIN_LIMIT, HEALTHY_ONE, ExitStatus, NodeProcess, State, spawn
-from swarmd.poller import Poller
-from swarmd.slot import Slot
-from swarmd.timers import Timers
+from swarmd.config.durations import format_duration
+from swarmd.loop.poller import Poller
+from swarmd.loop.timers import Timers
+from swarmd.node.process import DRAIN_LIMIT, HEALTHY_ONE, ExitStatus, NodeProcess, State, spawn
+from swarmd.supervisor import entries
+from swarmd.supervisor.backoff import Backoff
+from swarmd.supervisor.slot import Slot
+from swarmd.systemd.events import Event, JournalSink, Sink, default_sink
 
 if TYPE_CHECKING:
-    from swarmd.reload import RollingReload
+    from swarmd.supervisor.reload import RollingReload
 
 CLOSED_PIPE_GRACE = 0.5  # seconds between EOF on a health pipe and calling it an error
 # A read that finds this many reports comes from a node reporting in a tight loop (one that

@@ -1,6 +1,6 @@
 """The supervision loop: signals, timers and node events -> decisions.
 
-One thread, one epoll (swarmd/poller.py): every node's health pipe, output pipes and pidfd, the
+One thread, one epoll (swarmd/loop/poller.py): every node's health pipe, output pipes and pidfd, the
 signal wake-up fd and the control socket. Signal handlers only queue; the loop dispatches each to
 one `handle_<signal>` method. Deadlines are timers, so the loop sleeps exactly until the next one.
 """
@@ -16,16 +16,16 @@ from collections.abc import Callable
 from typing import Any
 
 from swarmd import config as config_module
-from swarmd.apps import PreloadError, load_app
-from swarmd.child import prepare_supervisor
 from swarmd.config import Config, ConfigError
 from swarmd.control import ControlServer
-from swarmd.events import Sink
-from swarmd.fleet import Fleet
-from swarmd.reload import RollingReload, Waiter
-from swarmd.sd import Notifier
-from swarmd.status import NodeRow, counts_as_healthy, summary_text
-from swarmd.timers import Timer
+from swarmd.loop.timers import Timer
+from swarmd.node.apps import PreloadError, load_app
+from swarmd.node.child import prepare_supervisor
+from swarmd.supervisor.fleet import Fleet
+from swarmd.supervisor.reload import RollingReload, Waiter
+from swarmd.supervisor.status import NodeRow, counts_as_healthy, summary_text
+from swarmd.systemd.events import Sink
+from swarmd.systemd.notify import Notifier
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 HANDLED_SIGNALS = (*STOP_SIGNALS, signal.SIGHUP, signal.SIGTSTP, signal.SIGTTIN)

@@ -7,7 +7,7 @@ error that is reported, never raised, so one misbehaving node cannot stop the su
 
 from __future__ import annotations
 
-from swarmd.health import MAX_CODE
+from swarmd.config.health import MAX_CODE
 
 MAX_HEALTH_LINE = 16  # "255\n" needs 4; anything far longer is garbage, not a slow writer
 MAX_OUTPUT_LINE = 16384

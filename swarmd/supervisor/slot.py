@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from swarmd.backoff import Backoff
-from swarmd.health import HealthTable
-from swarmd.node import NodeProcess
-from swarmd.status import NodeRow
-from swarmd.timers import Timer
+from swarmd.config.health import HealthTable
+from swarmd.loop.timers import Timer
+from swarmd.node.process import NodeProcess
+from swarmd.supervisor.backoff import Backoff
+from swarmd.supervisor.status import NodeRow
 
 
 class Slot:

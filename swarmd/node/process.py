@@ -13,10 +13,10 @@ import sys
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from swarmd import child
-from swarmd.events import NodeRef
-from swarmd.protocol import HealthBatch, HealthParser, LineSplitter
-from swarmd.timers import Timer
+from swarmd.loop.timers import Timer
+from swarmd.node import child
+from swarmd.node.protocol import HealthBatch, HealthParser, LineSplitter
+from swarmd.systemd.events import NodeRef
 
 READ_CHUNK = 65536
 MAX_READS_PER_WAKEUP = 4  # bounded work per node per loop turn: never starve the others

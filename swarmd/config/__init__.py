@@ -15,8 +15,8 @@ from typing import Any, NamedTuple
 
 import yaml
 
-from swarmd.durations import format_duration, parse_duration
-from swarmd.health import ACTIONS, PRIORITIES, HealthCode, HealthTable
+from swarmd.config.durations import format_duration, parse_duration
+from swarmd.config.health import ACTIONS, PRIORITIES, HealthCode, HealthTable
 
 DEFAULT_PATH = "/etc/swarmd.yaml"
 MAX_NODES = 4096
