@@ -1,4 +1,4 @@
-"""Command line: run, check, status, reload, quiet."""
+"""Command line: run, check, status, reload, quiet (and _candidate, a deploy's loader)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 import sys
 
 from swarmd import __version__, config
-from swarmd.control import ControlError, ControlServer, request, runtime_dir
+from swarmd.control import ControlError, request, runtime_dir
 from swarmd.supervisor.status import NodeRow, format_table
 
 EXIT_CONFIG = 78  # EX_CONFIG: systemd's RestartPreventExitStatus=78 stops a restart loop
@@ -17,20 +17,23 @@ def config_path(arg: str | None) -> str:
     return arg or os.environ.get("SWARMD_CONFIG") or config.DEFAULT_PATH
 
 
-def _load(path: str) -> config.Config | None:
-    try:
-        return config.load(path)
-    except config.ConfigError as exc:
-        for problem in exc.problems:
+def _trial(path: str, **kwargs: object) -> config.Config | None:
+    """The config and app of `path`, tried in a throwaway process (nothing they do can hang
+    or end this one); None after printing why they cannot run."""
+    from swarmd.candidate.trial import load_in_a_fork
+
+    result = load_in_a_fork(path, **kwargs)  # type: ignore[arg-type]
+    if result.config is None and not result.stopped:
+        for problem in result.problems:
             print(problem, file=sys.stderr)
         print(f"swarmd: {path} is not valid; fix the lines above, then `swarmd check -c {path}`",
               file=sys.stderr)
-        return None
+    return result.config
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     path = config_path(args.config)
-    cfg = _load(path)
+    cfg = _trial(path)
     if cfg is None:
         return EXIT_CONFIG
     what = " ".join(cfg.command) if cfg.command else cfg.app
@@ -39,13 +42,30 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from swarmd.supervisor.core import PreloadError, Supervisor  # keep check/status imports light
+    # keep check/status imports light: the supervisor's modules load here only
+    from swarmd.control import ControlServer
+    from swarmd.node.apps import PreloadError
+    from swarmd.supervisor import handover
+    from swarmd.supervisor.core import Supervisor
+    from swarmd.supervisor.signals import SignalQueue
 
+    state = handover.take_state()
+    if state is not None:  # the end of a deploy: this is the new code, same process
+        supervisor = Supervisor(config.from_data(state["config"]))
+        directory = runtime_dir()
+        if state.get("control"):
+            supervisor.attach_control(ControlServer(directory, supervisor.handle_request,
+                                                    adopt=state["control"]))
+        return supervisor.resume(state)
     path = config_path(args.config)
-    cfg = _load(path)
+    signals = SignalQueue()
+    signals.install()  # from here on, signals are queued (they were held since main())
+    cfg = _trial(path, wake_fd=signals.wake_fd, should_stop=signals.stop_requested)
     if cfg is None:
+        if signals.stop_requested():
+            return 0  # stopped while the config and app were being tried
         return EXIT_CONFIG
-    supervisor = Supervisor(cfg)
+    supervisor = Supervisor(cfg, signals=signals)
     try:
         supervisor.preload()
     except PreloadError as exc:
@@ -62,6 +82,15 @@ def cmd_run(args: argparse.Namespace) -> int:
               f"swarmd status/reload/quiet will not reach this supervisor; set "
               f"RUNTIME_DIRECTORY to a writable directory", file=sys.stderr)
     return supervisor.run()
+
+
+def cmd_candidate(args: argparse.Namespace) -> int:
+    """A deploy's candidate (started by the supervisor, never by hand)."""
+    from swarmd.candidate.serve import main as serve
+    from swarmd.node.spawn import NodeLimits
+
+    return serve(args.fd, args.supervisor_pid, args.config, args.journal,
+                 NodeLimits.from_arg(args.limits))
 
 
 def _ask(args: argparse.Namespace, payload: dict[str, object], timeout: float | None
@@ -86,6 +115,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     rows = [NodeRow.from_dict(node) for node in reply.get("nodes", [])]  # type: ignore[union-attr]
     print(f"swarmd (pid {reply.get('pid')}): {reply.get('status')}")
     print(format_table(rows))
+    deploy = reply.get("deploy")
+    if isinstance(deploy, dict) and deploy.get("result") in ("rolled back", "rejected"):
+        print(f"last deploy: {deploy['result']}: {deploy.get('reason')}")
     return 0
 
 
@@ -119,7 +151,8 @@ def _formatter(prog: str) -> argparse.HelpFormatter:
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="swarmd", description=__doc__, formatter_class=_formatter)
     top.add_argument("--version", action="version", version=f"swarmd {__version__}")
-    sub = top.add_subparsers(dest="cmd", required=True)
+    sub = top.add_subparsers(dest="cmd", required=True,
+                             metavar="{run,check,status,reload,quiet}")
     for name, func, text in (("run", cmd_run, "run the supervisor in the foreground"),
                              ("check", cmd_check, "validate the config")):
         p = sub.add_parser(name, help=text, formatter_class=_formatter)
@@ -136,10 +169,23 @@ def parser() -> argparse.ArgumentParser:
         if name == "status":
             p.add_argument("--json", action="store_true", help="machine-readable output")
         p.set_defaults(func=func)
+    p = sub.add_parser("_candidate", formatter_class=_formatter)  # not listed: swarmd's own
+    p.add_argument("--fd", type=int, required=True)
+    p.add_argument("--supervisor-pid", type=int, required=True)
+    p.add_argument("--limits", default="-,-")
+    p.add_argument("--journal", action="store_true")
+    p.add_argument("-c", "--config", required=True)
+    p.set_defaults(func=cmd_candidate)
     return top
 
 
 def main(argv: list[str] | None = None) -> int:
+    if (sys.argv[1:] if argv is None else argv)[:1] == ["run"]:
+        # Until its handlers are in, HUP or TERM would end the supervisor, TSTP stop it:
+        # held from here, they wait (swarmd/supervisor/signals.py).
+        from swarmd.supervisor.signals import hold
+
+        hold()
     args = parser().parse_args(argv)
     try:
         return args.func(args)

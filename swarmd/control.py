@@ -51,15 +51,42 @@ def _peer_uid(conn: socket.socket) -> int:
     return uid
 
 
-Handler = Callable[[dict[str, Any], Callable[[dict[str, Any]], None]], None]
+class Reply:
+    """Answers one client's request; `fd` names the client across a re-exec."""
+
+    __slots__ = ("server", "fd")
+
+    def __init__(self, server: ControlServer, fd: int) -> None:
+        self.server = server
+        self.fd = fd
+
+    def __call__(self, reply: dict[str, Any]) -> None:
+        self.server._reply(self.fd, reply, registered=False)
+
+
+Handler = Callable[[dict[str, Any], Reply], None]
 
 
 class ControlServer:
     """Accepts requests inside the supervisor's loop; never blocks the loop for long."""
 
-    def __init__(self, directory: str, handler: Handler) -> None:
+    def __init__(self, directory: str, handler: Handler, *,
+                 adopt: dict[str, Any] | None = None) -> None:
+        """Bind the socket in `directory`, or (adopt) take over the listening socket and the
+        clients waiting for an answer that `export` described, across a re-exec."""
         self.path = socket_path(directory)
         self.handler = handler
+        self.clients: dict[int, socket.socket] = {}
+        self._buffers: dict[int, bytes] = {}
+        self._poller: Poller | None = None
+        if adopt is not None:
+            self.sock = socket.socket(fileno=int(adopt["listen_fd"]))
+            self.sock.set_inheritable(False)
+            for fd in adopt.get("waiting", []):
+                conn = socket.socket(fileno=int(fd))
+                conn.set_inheritable(False)
+                self.clients[conn.fileno()] = conn
+            return
         os.makedirs(directory, mode=0o755, exist_ok=True)
         self._remove_stale()
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -71,9 +98,27 @@ class ControlServer:
         os.chmod(self.path, 0o600)
         self.sock.listen(16)
         self.sock.setblocking(False)
-        self.clients: dict[int, socket.socket] = {}
-        self._buffers: dict[int, bytes] = {}
-        self._poller: Poller | None = None
+
+    def export(self, waiting: list[int]) -> dict[str, Any]:
+        """What a re-executed supervisor needs to go on serving: the listening socket and the
+        clients in `waiting` (their requests are read; they wait for an answer), made
+        inheritable; every other client is dropped."""
+        for fd in list(self.clients):
+            if fd not in waiting:
+                self._drop(fd)
+        if self._poller is not None:
+            self._poller.unregister(self.sock)
+        self.sock.set_inheritable(True)
+        kept = []
+        for fd in waiting:
+            conn = self.clients.get(fd)
+            if conn is not None:
+                conn.set_inheritable(True)
+                kept.append(fd)
+        return {"listen_fd": self.sock.fileno(), "waiting": kept}
+
+    def reply_to(self, fd: int) -> Reply:
+        return Reply(self, fd)
 
     def _remove_stale(self) -> None:
         if not os.path.exists(self.path):
@@ -147,7 +192,7 @@ class ControlServer:
         except ValueError as exc:
             self._reply(fd, {"ok": False, "error": f"bad request: {exc}"}, registered=False)
             return
-        self.handler(request, lambda reply: self._reply(fd, reply, registered=False))
+        self.handler(request, Reply(self, fd))
 
     def _reply(self, fd: int, reply: dict[str, Any], registered: bool = True) -> None:
         conn = self.clients.get(fd)

@@ -14,6 +14,7 @@ import select
 import signal
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from typing import Any, NamedTuple, NoReturn
@@ -51,8 +52,14 @@ class ChildSpec(NamedTuple):
     close_runs: list[tuple[int, int]]  # the supervisor's fds, see fd_runs
     env: dict[str, str]
     journal: bool  # write logs and tracebacks to the journal directly
+    log_handler: logging.Handler | None  # the root handler, built before the fork (spawn.py)
+    nofile: tuple[int, int] | None  # the RLIMIT_NOFILE swarmd started with, for the node
+    oom_score: int | None  # the node's oom_score_adj, above the supervisor's
     app: Callable[[Node], Any] | str | None = None
     command: tuple[str, ...] | None = None
+    # forked by a deploy's candidate through an intermediate process (that pid), which exits
+    # at once: the node becomes the supervisor's child (a subreaper) only then
+    reparent_from: int | None = None
 
 
 try:  # looked up once, in the supervisor: a node neither dlopens libc nor builds the
@@ -62,7 +69,7 @@ except (OSError, AttributeError):  # pragma: no cover - no dynamic libc, or no p
     _PRCTL = None
 
 
-def _prctl_pdeathsig(sig: int) -> None:
+def prctl_pdeathsig(sig: int) -> None:
     if _PRCTL is not None:  # else the parent check below still fences the node
         _PRCTL(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
 
@@ -96,57 +103,24 @@ def _node_fields(spec: ChildSpec) -> dict[str, Any]:
             "SWARMD_NODE_GENERATION": spec.generation, "SWARMD_NODE_PID": os.getpid()}
 
 
-_nofile_for_nodes: tuple[int, int] | None = None  # the limits swarmd started with
-_oom_score_for_nodes: int | None = None  # the supervisor's oom_score_adj + OOM_SCORE_BONUS
-OOM_SCORE_BONUS = 300  # a node is a likelier OOM victim than its supervisor
-
-
-def prepare_supervisor() -> None:
-    """In the supervisor, once: lift the soft RLIMIT_NOFILE to the hard one (a fleet holds
-    four fds per node), remembering the original for the nodes, as systemd does for services
-    (a node gets the soft limit it would have had: select()-based code breaks above 1024);
-    work out the oom_score_adj that nodes take, so a fork does not have to read it; make
-    stdout line-buffered, which every node needs, once here instead of after every fork; and
-    clear the signal mask."""
-    global _nofile_for_nodes, _oom_score_for_nodes
-    # A mask inherited from whoever started swarmd would hold signals back from the loop, and
-    # from every node forked after it; systemd starts services with none, a shell may not.
-    signal.pthread_sigmask(signal.SIG_SETMASK, set())
-    if sys.stdout is not None and hasattr(sys.stdout, "reconfigure"):
-        sys.stdout.reconfigure(line_buffering=True)  # what nodes need: print() is one line
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if _nofile_for_nodes is None:
-        _nofile_for_nodes = (soft, hard)
-    if soft < hard:
+def _restore_fd_limit(spec: ChildSpec) -> None:
+    if spec.nofile is not None:
         try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        except (OSError, ValueError):
-            pass
-    try:
-        with open("/proc/self/oom_score_adj") as handle:
-            _oom_score_for_nodes = min(1000, int(handle.read().strip() or 0) + OOM_SCORE_BONUS)
-    except (OSError, ValueError):
-        _oom_score_for_nodes = None
-
-
-def _restore_fd_limit() -> None:
-    if _nofile_for_nodes is not None:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, _nofile_for_nodes)
+            resource.setrlimit(resource.RLIMIT_NOFILE, spec.nofile)
         except (OSError, ValueError):
             pass
 
 
-def _prefer_as_oom_victim() -> None:
+def _prefer_as_oom_victim(spec: ChildSpec) -> None:
     """Raise this node's oom_score_adj above the supervisor's (raising needs no privilege):
     under memory pressure the kernel kills a node, which is restarted, not the supervisor,
     whose death would take the whole fleet down. The value was worked out before the fork."""
-    if _oom_score_for_nodes is None:
+    if spec.oom_score is None:
         return
     try:
         fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY)
         try:
-            os.write(fd, b"%d" % _oom_score_for_nodes)
+            os.write(fd, b"%d" % spec.oom_score)
         finally:
             os.close(fd)
     except OSError:
@@ -160,12 +134,14 @@ def _reset_signals(command: bool) -> None:
     ignored, so those go back to the default. An app node keeps Python's SIGPIPE behaviour
     (BrokenPipeError) and gets its other handlers from _run_app."""
     signal.set_wakeup_fd(-1)
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+    # CHLD too: the supervisor's handler would queue a node's own children's exits forever
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGCHLD):
         _set_handler(sig, _DEFAULT)
-    if command:
-        _set_handler(signal.SIGPIPE, _DEFAULT)
-        _set_handler(signal.SIGXFSZ, _DEFAULT)
-    # the signal mask is inherited already empty: prepare_supervisor() cleared it
+    if command:  # HUP, TSTP, TTIN: a deploy's candidate ignores them, and forks nodes too
+        for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGHUP, signal.SIGTSTP,
+                    signal.SIGTTIN):
+            _set_handler(sig, _DEFAULT)
+    # the signal mask is inherited already empty: the supervisor cleared it (spawn.py)
 
 
 def _setup_stdio(spec: ChildSpec) -> None:
@@ -175,16 +151,6 @@ def _setup_stdio(spec: ChildSpec) -> None:
     os.dup2(spec.stderr_fd, 2)
     for fd in {devnull, spec.stdout_fd, spec.stderr_fd} - {0, 1, 2}:
         os.close(fd)
-
-
-def fd_runs(fds: list[int]) -> list[tuple[int, int]]:
-    """[3, 4, 5, 9, 10] -> [(3, 6), (9, 11)]: worked out in the supervisor, so that the child
-    makes one close_range(2) per run of consecutive fds and nothing else. Two comprehensions
-    over a set, no per-fd branch in Python: this runs before every fork."""
-    present = set(fds)
-    starts = sorted(fd for fd in present if fd - 1 not in present)
-    ends = sorted(fd + 1 for fd in present if fd + 1 not in present)
-    return list(zip(starts, ends, strict=True))
 
 
 def _close_supervisor_fds(spec: ChildSpec) -> None:
@@ -217,12 +183,16 @@ def main(spec: ChildSpec) -> NoReturn:
 def _run(spec: ChildSpec) -> int:
     _reset_signals(bool(spec.command))
     os.setpgid(0, 0)  # the terminal's ^C reaches the supervisor only, which stops in order
-    # A command node cannot run a parent check after exec, so its fence is a hard one.
-    _prctl_pdeathsig(signal.SIGKILL if spec.command else signal.SIGTERM)
+    if spec.reparent_from is not None:
+        _wait_for_reparenting(spec.reparent_from)
+    # Hard until the node reported: nothing of ours handles a TERM yet, and an app may replace
+    # the handler while it boots. An app node's fence becomes soft at its first report
+    # (_run_app); a command node cannot run a parent check after exec, so its stays hard.
+    prctl_pdeathsig(signal.SIGKILL)
     if os.getppid() != spec.supervisor_pid:
         return 0  # the supervisor died between fork and prctl
     _close_supervisor_fds(spec)
-    _restore_fd_limit()
+    _restore_fd_limit(spec)
     _setup_stdio(spec)
     for name, value in spec.env.items():  # not environ.update(): its ABC checks alone cost
         os.environ[name] = value          # ~10 copy-on-write faults, even for no variable
@@ -233,11 +203,22 @@ def _run(spec: ChildSpec) -> int:
     return _run_app(spec)
 
 
+REPARENT_WAIT = 2.0  # seconds; the intermediate exits right after its fork
+
+
+def _wait_for_reparenting(intermediate: int) -> None:
+    """Until the intermediate that forked this node is gone and the node is the supervisor's
+    child: a parent-death signal set before would fire at the intermediate's exit."""
+    deadline = time.monotonic() + REPARENT_WAIT
+    while os.getppid() == intermediate and time.monotonic() < deadline:
+        os.sched_yield()
+
+
 HEALTH_FD_FOR_COMMANDS = 3  # low and fixed: `echo 0 >&3` works in every shell
 
 
 def _exec(spec: ChildSpec) -> int:
-    _prefer_as_oom_victim()  # a program runs no code of ours after the exec
+    _prefer_as_oom_victim(spec)  # a program runs no code of ours after the exec
     fd = HEALTH_FD_FOR_COMMANDS
     if spec.health_fd != fd:
         os.dup2(spec.health_fd, fd, inheritable=True)
@@ -253,40 +234,21 @@ def _exec(spec: ChildSpec) -> int:
     return EXIT_EXEC_FAILED
 
 
-_node_handlers: dict[bool, logging.Handler] = {}  # journal? -> handler, made before the forks
-
-
-def prepare_node_logging(journal: bool) -> None:
-    """In the supervisor, before a fork: the handler a node's root logger gets, built once
-    (a handler, its lock and formatter, the "swarmd.node" logger), so that a node only attaches
-    it; objects built in every child cost copy-on-write faults between fork and first report."""
-    if journal in _node_handlers:
-        return
-    if journal:
-        handler: logging.Handler = JournalHandler({})
-        handler.setFormatter(logging.Formatter("%(message)s"))
-    else:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    _node_handlers[journal] = handler
-    logging.getLogger("swarmd.node")
-
-
 def _setup_logging(spec: ChildSpec) -> logging.Logger:
-    prepare_node_logging(spec.journal)  # a no-op when the supervisor prepared it
+    """Attach the handler the supervisor built before the fork (spawn.node_log_handler)."""
     root = logging.getLogger()
-    if spec.journal:
-        for handler in list(root.handlers):  # inherited handlers would write to the pipe twice
-            root.removeHandler(handler)
-        journal_handler = _node_handlers[True]
-        assert isinstance(journal_handler, JournalHandler)
-        journal_handler.fields = _node_fields(spec)
-        root.addHandler(journal_handler)
-    elif not root.handlers:
-        stream_handler = _node_handlers[False]
-        assert isinstance(stream_handler, logging.StreamHandler)
-        stream_handler.setStream(sys.stderr)  # the stream the child has now
-        root.addHandler(stream_handler)
+    handler = spec.log_handler
+    if handler is not None:
+        if spec.journal:
+            for old in list(root.handlers):  # inherited handlers would write to the pipe twice
+                root.removeHandler(old)
+            assert isinstance(handler, JournalHandler)
+            handler.fields = _node_fields(spec)
+            root.addHandler(handler)
+        elif not root.handlers:
+            assert isinstance(handler, logging.StreamHandler)
+            handler.setStream(sys.stderr)  # the stream the child has now
+            root.addHandler(handler)
     if root.level == logging.WARNING or root.level == logging.NOTSET:
         root.setLevel(logging.INFO)
     return logging.getLogger("swarmd.node")
@@ -336,12 +298,18 @@ def _run_app(spec: ChildSpec) -> int:
 
     def watch_parent() -> None:
         """After the first report (or at the first TERM), off the path from fork to first
-        report: the parent check starts (PR_SET_PDEATHSIG covers the node until then) and the
-        node becomes the likelier OOM victim (until then it has allocated little, and its
-        score equals the supervisor's, who is much smaller than a worker)."""
+        report: the parent check starts, the fence turns soft (TERM, not KILL, when the
+        supervisor dies: the app may finish its job; the check ends it within a second), and
+        the node becomes the likelier OOM victim (until then it has allocated little, and its
+        score equals the supervisor's, who is much smaller than a worker). The parent-death
+        signal belongs to the thread that set it: only the main thread can soften it."""
         if not watching:
             watching.append(True)
-            _prefer_as_oom_victim()
+            if threading.current_thread() is threading.main_thread():
+                prctl_pdeathsig(signal.SIGTERM)
+                if os.getppid() != spec.supervisor_pid:
+                    node.stopping.set()  # it died before the switch: the check ends us
+            _prefer_as_oom_victim(spec)
             threading.Thread(target=_watch_parent, args=(node, spec),
                              name="swarmd-parent-check", daemon=True).start()
 

@@ -9,12 +9,9 @@ from __future__ import annotations
 import enum
 import os
 import signal
-import sys
-from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from swarmd.loop.timers import Timer
-from swarmd.node import child
 from swarmd.node.protocol import HealthBatch, HealthParser, LineSplitter
 from swarmd.systemd.events import NodeRef
 
@@ -30,6 +27,24 @@ class State(enum.Enum):
     DRAINING = "draining"  # quieted (TSTP) during a rolling reload
     STOPPING = "stopping"  # TERM sent, KILL follows after timeouts.shutdown
     EXITED = "exited"
+
+
+class StopReason(enum.Enum):
+    """Why swarmd asked a node to go (None on a node that went by itself)."""
+
+    STOP = "stop"  # swarmd stops
+    DEPLOY = "reload"  # a deploy replaces it
+    ROLLBACK = "rollback"  # a failed deploy puts the old version back in its slot
+    REMOVED = "removed"  # its slot is gone from the config
+    HUNG = "hung"  # no report within a timeout
+    HEALTH = "health"  # it reported a code whose action is restart
+    SUPERVISOR_FAILED = "supervisor failed"
+
+    @property
+    def expected(self) -> bool:
+        """An exit swarmd asked for as part of a plan, not a failure of the node."""
+        return self in (StopReason.STOP, StopReason.DEPLOY, StopReason.ROLLBACK,
+                        StopReason.REMOVED)
 
 
 class ExitStatus(NamedTuple):
@@ -74,7 +89,8 @@ class NodeProcess:
         self.last_report_at: float | None = None
         self.healthy_since: float | None = None
         self.code: int | None = None  # worst code of the last read
-        self.stop_reason: str | None = None  # why we asked it to go, None = it went by itself
+        self.stop_reason: StopReason | None = None  # why we asked it to go; None: by itself
+        self.stop_detail: str | None = None  # the reason in words, where it has details
         self.term_sent_at: float | None = None
         self.killed = False
         self.exit: ExitStatus | None = None
@@ -82,6 +98,31 @@ class NodeProcess:
         self._splitters = {fd: LineSplitter() for fd in self.output_fds}
         self.timers: list[Timer] = []  # the supervisor's timers for it, cancelled at exit
         self.liveness: Timer | None = None  # the one boot/report deadline check
+        self.version = 0  # which of the supervisor's versions (config and app) it runs
+        self.drain_started_at: float | None = None
+
+    @classmethod
+    def adopt(cls, node_id: int, generation: int, pid: int, pidfd: int,
+              read_ends: tuple[int, int, int], started_at: float, *, is_command: bool
+              ) -> NodeProcess:
+        """A NodeProcess for a forked child whose pipes' read ends are ours."""
+        health_r, out_r, err_r = read_ends
+        for fd in read_ends:
+            os.set_blocking(fd, False)
+        return cls(node_id, generation, pid, pidfd, health_r, out_r, err_r, started_at,
+                   is_command)
+
+    def restore_outputs(self, output_fds: dict[int, int]) -> None:
+        """The output pipes still open (fd -> journal priority), across a re-exec."""
+        self.output_fds = dict(output_fds)
+        self._splitters = {fd: LineSplitter() for fd in output_fds}
+
+    @property
+    def stop_text(self) -> str | None:
+        """Why it was asked to go, as entries say it: "reload", "reported backlog (2)"."""
+        if self.stop_reason is None:
+            return None
+        return self.stop_detail or self.stop_reason.value
 
     def track(self, timer: Timer) -> Timer:
         """Remember a timer to cancel at exit; forget those that ran or were cancelled, so a
@@ -117,13 +158,16 @@ class NodeProcess:
         except ProcessLookupError:
             return False
 
-    def terminate(self, reason: str, now: float) -> None:
-        """TERM, then CONT so that a stopped (frozen) process receives it."""
+    def ask_to_go(self, reason: StopReason, detail: str | None = None) -> None:
+        """Record why swarmd wants it gone; the first reason stays."""
         if self.stop_reason is None:
-            self.stop_reason = reason
+            self.stop_reason, self.stop_detail = reason, detail
+
+    def terminate(self, reason: StopReason, now: float, detail: str | None = None) -> None:
+        """TERM, then CONT so that a stopped (frozen) process receives it."""
+        self.ask_to_go(reason, detail)
         if self.term_sent_at is None:
             self.term_sent_at = now
-            self.state = State.STOPPING
             self.send(signal.SIGTERM)
             self.send(signal.SIGCONT)
 
@@ -192,17 +236,19 @@ class NodeProcess:
             os.close(fd)
 
     def reap(self) -> ExitStatus | None:
-        """waitpid once the pidfd said the process ended; None if it has not."""
+        """waitpid once the pidfd said the process ended; None if it has not, or if it is not
+        our child yet (a deploy's node whose intermediate has not exited)."""
         if self.exit is not None:
             return self.exit
         try:
             pid, status = os.waitpid(self.pid, os.WNOHANG)
         except ChildProcessError:
+            if _parent_of(self.pid) not in (None, os.getpid()):
+                return None  # still the intermediate's: reparented to us in a moment
             pid, status = self.pid, 0  # reaped elsewhere: nothing more to learn
         if pid == 0:
             return None
         self.exit = ExitStatus.from_wait(status)
-        self.state = State.EXITED
         return self.exit
 
     def close_pidfd(self) -> None:
@@ -211,61 +257,17 @@ class NodeProcess:
             self.pidfd = None
 
 
+def _parent_of(pid: int) -> int | None:
+    """The parent pid of a process (zombies included), None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            return int(handle.read().rsplit(b")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _merge(total: HealthBatch, batch: HealthBatch) -> None:
     total.reports += batch.reports
     total.errors.extend(batch.errors)
     if batch.worst is not None and (total.worst is None or batch.worst > total.worst):
         total.worst = batch.worst
-
-
-def spawn(node_id: int, generation: int, now: float, *, app: Callable[..., Any] | str | None,
-          command: tuple[str, ...] | None, env: dict[str, str], journal: bool,
-          close_fds: list[int], step_aside: bool = True) -> NodeProcess:
-    """Fork one node. The parent gets a NodeProcess; the child never returns from here.
-
-    step_aside: yield the CPU to the new node right after the fork. The kernel mostly queues a
-    new child on its parent's CPU, behind the parent; what the supervisor does after a fork
-    costs it ~1 ms (every page it writes is copy-on-write again), which a replacement would
-    wait out before running a line. Not for a batch (the first start): there the next fork
-    matters more than one child's head start."""
-    health_r, health_w = os.pipe2(os.O_CLOEXEC)
-    out_r, out_w = os.pipe2(os.O_CLOEXEC)
-    err_r, err_w = os.pipe2(os.O_CLOEXEC)
-    for stream in (sys.stdout, sys.stderr):  # buffered text would be written twice
-        try:
-            if stream is not None:
-                stream.flush()
-        except (OSError, ValueError):
-            pass
-    supervisor_pid = os.getpid()
-    runs = child.fd_runs([*close_fds, health_r, out_r, err_r])
-    if command is None:
-        child.prepare_node_logging(journal)
-    # built here, not in the child: ~18 fewer copy-on-write faults between fork and app
-    spec = child.ChildSpec(node_id=node_id, generation=generation, supervisor_pid=supervisor_pid,
-                           health_fd=health_w, stdout_fd=out_w, stderr_fd=err_w,
-                           close_runs=runs, env=env, journal=journal, app=app, command=command)
-    try:
-        pid = os.fork()
-    except OSError:
-        for fd in (health_r, health_w, out_r, out_w, err_r, err_w):
-            os.close(fd)
-        raise
-    if pid == 0:  # the child
-        child.main(spec)
-    for fd in (health_w, out_w, err_w):
-        os.close(fd)
-    if step_aside:
-        os.sched_yield()
-    try:
-        pidfd = os.pidfd_open(pid)
-    except OSError:  # pragma: no cover - kernels before 5.3; the child is ours and alive
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        for fd in (health_r, out_r, err_r):
-            os.close(fd)
-        raise
-    for fd in (health_r, out_r, err_r):
-        os.set_blocking(fd, False)
-    return NodeProcess(node_id, generation, pid, pidfd, health_r, out_r, err_r, now,
-                       is_command=command is not None)

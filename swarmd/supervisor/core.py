@@ -1,89 +1,208 @@
-"""The supervision loop: signals, timers and node events -> decisions.
+"""The supervision loop: signals, timers and node events -> decisions about the whole fleet.
 
-One thread, one epoll (swarmd/loop/poller.py): every node's health pipe, output pipes and pidfd, the
-signal wake-up fd and the control socket. Signal handlers only queue; the loop dispatches each to
-one `handle_<signal>` method. Deadlines are timers, so the loop sleeps exactly until the next one.
+One thread, one epoll (swarmd/loop/poller.py): every node's health pipe, output pipes and pidfd,
+a deploy's candidate, the signal wake-up fd and the control socket. Signal handlers only queue;
+the loop dispatches each to one `handle_<signal>` method. Deadlines are timers, so the loop
+sleeps exactly until the next one. The supervisor owns a Fleet (the slots and their nodes) and,
+while one runs, a Deploy; both tell it what happened through narrow callbacks.
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
-import socket
+import sys
 import time
-from collections import deque
-from collections.abc import Callable
 from typing import Any
 
-from swarmd import config as config_module
-from swarmd.config import Config, ConfigError
-from swarmd.control import ControlServer
-from swarmd.loop.timers import Timer
+from swarmd import __version__
+from swarmd.config import Config, to_data
+from swarmd.control import ControlServer, Reply
+from swarmd.loop.poller import Poller
+from swarmd.loop.timers import Timer, Timers
 from swarmd.node.apps import PreloadError, load_app
-from swarmd.node.child import prepare_supervisor
+from swarmd.node.process import NodeProcess, StopReason
+from swarmd.node.spawn import NodeLimits, Recipe, prepare_supervisor
+from swarmd.supervisor import handover
+from swarmd.supervisor.candidate import Candidate, entry_argv
+from swarmd.supervisor.deploy import Deploy, Outcome, Result
 from swarmd.supervisor.fleet import Fleet
-from swarmd.supervisor.reload import RollingReload, Waiter
-from swarmd.supervisor.status import NodeRow, counts_as_healthy, summary_text
-from swarmd.systemd.events import Sink
+from swarmd.supervisor.signals import STOP_SIGNALS, SignalQueue
+from swarmd.supervisor.slot import Slot
+from swarmd.supervisor.status import NodeRow, summary_text
+from swarmd.systemd.events import JournalSink, Sink, default_sink
 from swarmd.systemd.notify import Notifier
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
-HANDLED_SIGNALS = (*STOP_SIGNALS, signal.SIGHUP, signal.SIGTSTP, signal.SIGTTIN)
 MAX_WAIT = 3600.0  # seconds the loop sleeps at most, even when the next deadline is later
-EXTEND_EVERY = 2.0  # seconds between EXTEND_TIMEOUT_USEC while a stop or reload progresses
+EXTEND_EVERY = 2.0  # seconds between EXTEND_TIMEOUT_USEC while a stop or deploy progresses
 # STATUS= goes out at the end of the turn that changed it, then at most once per STATUS_HOLD:
 # changes within that time are sent together, as the latest text, when it is over. A start of
 # 256 nodes is a few messages to PID 1 instead of hundreds; a lone change goes out at once.
 STATUS_HOLD = 0.05
+STRAY_REAP_DELAY = 0.1  # after a SIGCHLD: reap children nobody knows (orphans we inherited)
+PR_SET_CHILD_SUBREAPER = 36
+
+Waiter = Reply | None  # a `swarmd reload` client to answer, or None for a plain HUP
 
 
-class Supervisor(Fleet):
+class Supervisor:
     """The loop, and the decisions about the whole fleet."""
 
     def __init__(self, config: Config, *, sink: Sink | None = None,
-                 notifier: Notifier | None = None) -> None:
-        super().__init__(config, sink)
+                 notifier: Notifier | None = None, limits: NodeLimits | None = None,
+                 signals: SignalQueue | None = None, exec_argv: list[str] | None = None,
+                 entry: list[str] | None = None) -> None:
+        self.clock = time.monotonic
+        self.timers = Timers()
+        self.poller = Poller()
+        self.sink = sink or default_sink()
+        self.journal = isinstance(self.sink, JournalSink)
         self.notifier = notifier or Notifier()
+        self.limits = limits or NodeLimits(None, None)
+        self.signals = signals or SignalQueue()
+        self.exec_argv = exec_argv or list(getattr(sys, "orig_argv", []))
+        self.entry = entry or entry_argv()
+        self.fleet = Fleet(config, self._recipe(config, None), sink=self.sink, owner=self,
+                           poller=self.poller, timers=self.timers, clock=self.clock)
+        self.deploy: Deploy | None = None
+        self.pending_deploy: list[Waiter] | None = None  # a deploy asked for during one
+        self.last_deploy: Outcome | None = None
+        self.import_seconds = 0.0  # how long the app's import took (in the loader)
         self.stop_reason = ""
         self.exit_code = 0
         self.ready_sent = False
         self._first_reports = 0  # first reports seen before READY=1, by any node
-        self.pending_reload: list[Waiter] = []
         self.control: ControlServer | None = None
-        self.started_monotonic = time.monotonic()
-        self._signals: deque[int] = deque()
-        self._wake_r, self._wake_w = socket.socketpair()
+        self.started_monotonic = self.clock()
         self._extending: Timer | None = None
         self._status_timer: Timer | None = None
         self._status_sent_at = -STATUS_HOLD
+        self._strays: Timer | None = None
+        self._ended: dict[int, Candidate] = {}  # pidfd -> candidate, until reaped
+
+    def _recipe(self, config: Config, app: Any) -> Recipe:
+        return Recipe(app=app, command=config.command, env=dict(config.env),
+                      journal=self.journal, limits=self.limits, supervisor_pid=os.getpid())
+
+    @property
+    def config(self) -> Config:
+        return self.fleet.config
+
+    @property
+    def stopping(self) -> bool:
+        return self.fleet.stopping
 
     # ---- lifecycle -------------------------------------------------------------------------
 
     def preload(self) -> None:
-        """Import the app before forking (copy-on-write sharing); a broken one is refused."""
-        self.app = load_app(self.config)
+        """Import the app before forking (copy-on-write sharing), with collection off while
+        it runs and the heap frozen after it (see spawn.spawn); a loader process proved the
+        import first (swarmd/candidate/), so a failure here is rare: PreloadError."""
+        config = self.config
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            app = load_app(config)
+        finally:
+            gc.freeze()
+            if enabled:
+                gc.enable()
+        self.fleet.versions[self.fleet.current] = self.fleet.versions[
+            self.fleet.current]._replace(recipe=self._recipe(config, app))
+
+    def _prepare(self, nofile: tuple[int, int] | None = None) -> None:
+        self.limits = prepare_supervisor(nofile)
+        recipe = self.fleet.versions[self.fleet.current].recipe
+        assert recipe is not None
+        self.fleet.versions[self.fleet.current] = self.fleet.versions[
+            self.fleet.current]._replace(recipe=recipe._replace(limits=self.limits))
+        try:  # a deploy's nodes, forked by its candidate, become our children
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        except (OSError, AttributeError):  # pragma: no cover - no libc prctl
+            pass
+
+    def _install_signals(self) -> None:
+        if not self.signals.installed:
+            self.signals.install()
+        self.poller.register(self.signals.wake_fd, self.signals.drain_wakeup)
 
     def run(self) -> int:
         """Start every node and supervise until stopped; returns the exit code."""
-        prepare_supervisor()
+        self._prepare()
         self._install_signals()
         try:
-            if self.app is None:
-                self.preload()
+            recipe = self.fleet.versions[self.fleet.current].recipe
+            if recipe is not None and recipe.app is None and self.config.command is None:
+                self.preload()  # not done by the caller (swarmd run does it before the socket)
             self.emit("swarmd.started", f"starting {self.config.nodes} node(s) from "
-                      f"{self.config.path or 'defaults'}")
-            self._held = []  # the fleet is forked first, its node.started entries follow
-            try:
-                for slot_id in self.config.node_ids:
-                    self.start(self.add_slot(slot_id), batch=True)
-            finally:
-                self.write_held()
+                      f"{self.config.path or 'defaults'} (swarmd {__version__})")
+            self.fleet.start_all()
             self.timers.call_at(self.clock() + self.config.timeouts.boot, self._boot_deadline)
+            return self._supervise()
+        finally:
+            self._close()
+
+    def resume(self, state: dict[str, Any]) -> int:
+        """Go on where the supervisor that re-executed into this code left off."""
+        self._prepare(tuple(state["limits"]["nofile"]) if state["limits"]["nofile"] else None)
+        self.import_seconds = float(state.get("import_seconds", 0.0))
+        if self.config.command is None and self.config.preload:
+            self._preload_after_handover()
+        self._restore(state)
+        self._install_signals()
+        # a child that ended (the candidate) may have told the old code only: reap it now
+        self.handle_chld()
+        try:
+            outcome = self.last_deploy
+            message = outcome.message if outcome else "reloaded"
+            self.emit("swarmd.reloaded", message,
+                      fields={"SWARMD_VERSION": __version__,
+                              "SWARMD_PREVIOUS_VERSION": state.get("version", "?")})
+            self.notifier.ready(self.status_text())
+            for fd in state.get("answer", []):
+                self.control_reply(fd)({"ok": True, "message": message})
+            pending = state.get("pending")
+            if pending is not None:
+                self.pending_deploy = [self.control_reply(fd) for fd in pending] or [None]
+                self._run_pending_deploy()
+            return self._supervise()
+        finally:
+            self._close()
+
+    def _preload_after_handover(self) -> None:
+        """The new app, into the new code: the candidate proved it imports, in
+        `import_seconds`; systemd's watchdog is told to wait that long (and more) meanwhile."""
+        interval = self.notifier.watchdog_interval
+        self.notifier.watchdog()
+        extended = interval is not None and self.import_seconds > interval / 2
+        if extended:
+            assert interval is not None
+            self.notifier.watchdog_timeout(2 * interval + 3 * self.import_seconds + 5)
+        try:
+            self.preload()
+        except PreloadError as exc:
+            # changed again since the candidate imported it: nodes import it themselves
+            self.emit("swarmd.reload_failed", f"after the deploy, the supervisor could not "
+                      f"import the app again ({exc}); new nodes import it themselves",
+                      priority=3)
+            self.fleet.versions[self.fleet.current] = self.fleet.versions[
+                self.fleet.current]._replace(recipe=self._recipe(self.config, self.config.app))
+        finally:
+            self.notifier.watchdog()
+            if extended:
+                assert interval is not None
+                self.notifier.watchdog_timeout(2 * interval)
+
+    def _supervise(self) -> int:
+        try:
             if self.notifier.watchdog_interval:
                 self._watchdog(self.clock())
-            while not (self.stopping and not self.live()):
+            while not (self.stopping and not self.fleet.live()):
                 self._turn()
-            if self._dirty:
+            if self.fleet.dirty:
                 self._send_status()
             self.emit("swarmd.stopped", f"stopped ({self.stop_reason}), exit status "
                       f"{self.exit_code}")
@@ -93,8 +212,6 @@ class Supervisor(Fleet):
                       f"stopping every node", priority=2)
             self._emergency_stop()
             raise
-        finally:
-            self._close()
         return self.exit_code
 
     def _turn(self) -> None:
@@ -102,10 +219,10 @@ class Supervisor(Fleet):
         # capped: epoll refuses timeouts beyond ~24 days, and a far deadline costs nothing
         timeout = None if deadline is None else min(MAX_WAIT, max(0.0, deadline - self.clock()))
         self.poller.poll(timeout, between=self._run_overdue_timers)
-        if self._signals:
+        if self.signals.pending:
             self._dispatch_signals()
         self.timers.run_due(self.clock())
-        if self._dirty and self._status_timer is None:
+        if self.fleet.dirty and self._status_timer is None:
             now = self.clock()
             if now - self._status_sent_at >= STATUS_HOLD:
                 self._send_status()
@@ -115,7 +232,7 @@ class Supervisor(Fleet):
 
     def _send_status(self) -> None:
         self._status_timer = None
-        self._dirty = False
+        self.fleet.dirty = False
         if self.notifier.status(self.status_text()):
             self._status_sent_at = self.clock()
 
@@ -124,58 +241,50 @@ class Supervisor(Fleet):
         flood) fires now, not after the whole batch, so the watchdog keeps its rhythm."""
         self.timers.run_due(self.clock())
 
+    def _close(self) -> None:
+        if self.control is not None:
+            self.control.close()
+        self.signals.uninstall()
+        self.poller.close()
+        self.signals.close()
+
+    # ---- the control socket ----------------------------------------------------------------
+
     def attach_control(self, server: ControlServer) -> None:
         self.control = server
         server.register(self.poller)
 
-    def handle_request(self, request: dict[str, Any],
-                       reply: Callable[[dict[str, Any]], None]) -> None:
+    def control_reply(self, fd: int) -> Reply:
+        assert self.control is not None
+        return self.control.reply_to(fd)
+
+    def handle_request(self, request: dict[str, Any], reply: Reply) -> None:
         """A control-socket request: status, reload (answered when done) or quiet."""
         command = request.get("command")
         if command == "status":
             now = time.time()
-            reply({"ok": True, "pid": os.getpid(), "status": self.status_text(),
-                   "mode": self.mode(), "restarts": self.restarts,
-                   "config": self.config.path,
+            deploy = (self.deploy.in_progress() if self.deploy is not None
+                      else self.last_deploy)
+            reply({"ok": True, "pid": os.getpid(), "version": __version__,
+                   "status": self.status_text(), "mode": self.mode(),
+                   "restarts": self.fleet.restarts, "config": self.config.path,
+                   "cgroups": False, "deploy": deploy.to_dict() if deploy else None,
                    "nodes": [row.to_dict(now) for row in self.rows()]})
         elif command == "reload":
-            self.request_reload(lambda ok, message: reply({"ok": ok, "message": message}))
+            self.request_deploy(reply)
         elif command == "quiet":
             self.enter_quiet()
-            reply({"ok": True, "message": f"quiet: TSTP sent to {len(self.live())} node(s)"})
+            reply({"ok": True, "message": f"quiet: TSTP sent to {len(self.fleet.live())} "
+                                          f"node(s)"})
         else:
             reply({"ok": False, "error": f"unknown command {command!r}"})
 
-    def _close(self) -> None:
-        if self.control is not None:
-            self.control.close()
-        signal.set_wakeup_fd(-1)
-        for sig in HANDLED_SIGNALS:
-            signal.signal(sig, signal.SIG_DFL)
-        self.poller.close()
-        self._wake_r.close()
-        self._wake_w.close()
-
     # ---- signals ---------------------------------------------------------------------------
 
-    def _install_signals(self) -> None:
-        self._wake_w.setblocking(False)
-        self._wake_r.setblocking(False)
-        signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
-        for sig in HANDLED_SIGNALS:
-            signal.signal(sig, lambda signum, _frame: self._signals.append(signum))
-        self.poller.register(self._wake_r, self._drain_wakeup)
-
-    def _drain_wakeup(self) -> None:
-        try:
-            while self._wake_r.recv(4096):
-                pass
-        except BlockingIOError:
-            pass
-
     def _dispatch_signals(self) -> None:
-        while self._signals:
-            signum = self._signals.popleft()
+        pending = self.signals.pending
+        while pending:
+            signum = pending.popleft()
             if signum in STOP_SIGNALS:
                 self.handle_stop(signal.Signals(signum).name)
             elif signum == signal.SIGHUP:
@@ -184,20 +293,44 @@ class Supervisor(Fleet):
                 self.handle_tstp()
             elif signum == signal.SIGTTIN:
                 self.handle_ttin()
+            elif signum == signal.SIGCHLD:
+                self.handle_chld()
 
     def handle_stop(self, why: str) -> None:
         self.begin_stop(f"{why} received")
 
     def handle_hup(self) -> None:
-        self.request_reload(None)
+        self.request_deploy(None)
 
     def handle_tstp(self) -> None:
         self.enter_quiet()
 
     def handle_ttin(self) -> None:
-        for proc in self.live():
+        for proc in self.fleet.live():
             if not proc.is_command:  # a program's default for TTIN is to stop itself
                 proc.send(signal.SIGTTIN)
+
+    def handle_chld(self) -> None:
+        """A child ended: nodes and candidates are reaped through their pidfds; this reaps
+        the rest (a node's orphans, which a subreaper inherits), a moment later, in one go."""
+        if self._strays is None:
+            self._strays = self.timers.call_at(self.clock() + STRAY_REAP_DELAY,
+                                               self._reap_strays)
+
+    def _reap_strays(self) -> None:
+        self._strays = None
+        if self.deploy is not None and self.deploy.candidate is not None:
+            self.deploy._on_message()  # a new node's pid first: it may be ours already
+        known = {proc.pid for proc in self.fleet.live()}
+        known.update(candidate.pid for candidate in self._ended.values())
+        if self.deploy is not None and self.deploy.candidate is not None:
+            known.add(self.deploy.candidate.pid)
+        for pid in _children():
+            if pid not in known:
+                try:
+                    os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:
+                    pass
 
     # ---- decisions -------------------------------------------------------------------------
 
@@ -206,94 +339,171 @@ class Supervisor(Fleet):
             self.exit_code = max(self.exit_code, exit_code)
         if self.stopping:
             return
-        self.stopping = True
         self.stop_reason = reason
         self.notifier.stopping()
-        self.emit("swarmd.stopping", f"stopping: {reason}; TERM to {len(self.live())} node(s)")
-        if self.reload is not None:
-            self.reload.finish(False, "a stop was requested during the reload")
-        for waiter in self.pending_reload:
-            waiter(False, "the supervisor is stopping")
-        self.pending_reload.clear()
-        now = self.clock()
-        for slot in self.slots.values():
-            slot.cancel_restart()
-            if slot.proc is not None:
-                self.terminate(slot.proc, "stop", now)
+        self.emit("swarmd.stopping", f"stopping: {reason}; TERM to {len(self.fleet.live())} "
+                                     f"node(s)")
+        if self.deploy is not None:
+            self.deploy.abort("the supervisor is stopping")
+        self._answer_pending(False, "the supervisor is stopping")
+        self.fleet.stop_all()
         self._extend_timeout()
-        self.mark_dirty()
+        self.fleet.mark_dirty()
 
     def enter_quiet(self) -> None:
         if self.stopping:
             return
-        if self.reload is not None:
-            self.reload.finish(False, "quieted during the reload")
-        self.quiet = True
-        for slot in self.slots.values():
-            slot.cancel_restart()
-            if slot.proc is not None:
-                slot.proc.send(signal.SIGTSTP)
-            elif slot.down_reason is None:
-                slot.down_reason = "quiet"
-        self.emit("swarmd.quiet", f"quiet: TSTP to {len(self.live())} node(s); nothing is "
-                                  f"restarted until a reload or stop")
-        self.mark_dirty()
+        if self.deploy is not None:
+            self.deploy.abort("quieted during the deploy")
+        self._answer_pending(False, "quieted: the deploy asked for meanwhile will not run")
+        self.fleet.quiet_all()
+        self.emit("swarmd.quiet", f"quiet: TSTP to {len(self.fleet.live())} node(s); nothing "
+                                  f"is restarted until a reload or stop")
 
-    def request_reload(self, waiter: Waiter | None) -> None:
-        """HUP or `swarmd reload`: re-read the config, then roll or quiet per `reload`."""
-        waiters = [waiter] if waiter is not None else []
+    def request_deploy(self, waiter: Waiter) -> None:
+        """HUP or `swarmd reload`: a deploy (or, with `reload: quiet`, a quiet); during one,
+        at most one more follows, with the files as they are then."""
         if self.stopping:
-            for w in waiters:
-                w(False, "the supervisor is stopping")
+            if waiter is not None:
+                waiter({"ok": False, "message": "the supervisor is stopping"})
             return
-        if self.reload is not None:  # after the running one, with the newest file
-            self.pending_reload.extend(waiters or [lambda ok, msg: None])
+        if self.deploy is not None:
+            if self.pending_deploy is None:
+                self.pending_deploy = []
+            self.pending_deploy.append(waiter)
             return
         self.notifier.reloading()
-        self.emit("swarmd.reloading", f"reloading {self.config.path or 'config'}")
-        try:
-            new = config_module.load(self.config.path) if self.config.path else self.config
-            app = load_app(new)
-        except (ConfigError, PreloadError) as exc:
-            problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
-            message = ("new config rejected, the old one keeps running:\n"
-                       + "\n".join(problems))
-            self._reload_done(False, message, waiters)
-            return
-        self.config, self.app = new, app
-        for slot in self.slots.values():
-            slot.backoff.policy = new.restart
-        if new.reload == "quiet":
+        if self.config.reload == "quiet":
+            self.emit("swarmd.reloading", "reloading: quiet (reload: quiet)")
             self.enter_quiet()
-            self._reload_done(True, "reloaded: every node quieted (reload: quiet)", waiters)
+            self._reloaded(True, "reloaded: every node quieted (reload: quiet)", [waiter])
             return
-        self.quiet = False
-        wanted = list(new.node_ids)
-        removed = [slot_id for slot_id in self.slots if slot_id not in wanted]
-        for slot_id in wanted:
-            if slot_id not in self.slots:
-                self.add_slot(slot_id)
-            self.slots[slot_id].down_reason = None
-        self.reload = RollingReload(self, wanted, removed, waiters)
+        if self.config.path is None:
+            self._reloaded(False, "no config file to reload (started with the defaults)",
+                           [waiter])
+            return
+        self.emit("swarmd.reloading", f"reloading {self.config.path}: loading the new version")
+        self.deploy = Deploy(self.fleet, self, config_path=self.config.path, entry=self.entry,
+                             journal=self.journal, limits=self.limits)
+        self._deploy_waiters: list[Waiter] = [waiter]
+        self.deploy.start()
         self._extend_timeout()
-        self.reload.step()
 
-    def reload_finished(self, reload: RollingReload, ok: bool, message: str) -> None:
-        if self.reload is reload:
-            self.reload = None
-        self._reload_done(ok, message, reload.waiters)
+    def deploy_changed(self) -> None:
+        self.fleet.mark_dirty()
 
-    def _reload_done(self, ok: bool, message: str, waiters: list[Waiter]) -> None:
+    def collect(self, candidate: Candidate) -> None:
+        """Reap a candidate the deploy is done with once its pidfd says it ended."""
+        if candidate.reap() is not None:
+            candidate.close_pidfd()
+            return
+        self._ended[candidate.pidfd] = candidate
+        self.poller.register(candidate.pidfd, lambda: self._reap_candidate(candidate))
+
+    def _reap_candidate(self, candidate: Candidate) -> None:
+        if candidate.reap() is None:
+            return
+        self.poller.unregister(candidate.pidfd)
+        self._ended.pop(candidate.pidfd, None)
+        candidate.close_pidfd()
+
+    def deploy_finished(self, outcome: Outcome) -> None:
+        self.deploy = None
+        self.last_deploy = outcome
+        waiters, self._deploy_waiters = self._deploy_waiters, []
+        if outcome.result is Result.DEPLOYED and not self.stopping:
+            self._hand_over(outcome, waiters)
+            return  # the exec failed: _hand_over answered and goes on with the old code
+        if outcome.result is Result.ROLLED_BACK:
+            self.emit("swarmd.deploy_failed", outcome.message, priority=3,
+                      fields={"SWARMD_DEPLOY_RESULT": "rolled_back"})
+        ok = outcome.result is Result.DEPLOYED
+        if outcome.result is Result.ABORTED:
+            for waiter in waiters:
+                if waiter is not None:
+                    waiter({"ok": False, "message": outcome.message})
+            self.fleet.mark_dirty()
+            return
+        self._reloaded(ok, outcome.message, waiters,
+                       kind=None if outcome.result is Result.ROLLED_BACK else
+                       ("swarmd.reloaded" if ok else "swarmd.reload_failed"))
+        self._run_pending_deploy()
+
+    def _reloaded(self, ok: bool, message: str, waiters: list[Waiter],
+                  kind: str | None = "") -> None:
         if not self.stopping:  # after STOPPING=1, READY=1 would say the opposite
             self.notifier.ready(self.status_text())
-        self.emit("swarmd.reloaded" if ok else "swarmd.reload_failed", message)
+        if kind == "":
+            kind = "swarmd.reloaded" if ok else "swarmd.reload_failed"
+        if kind:
+            self.emit(kind, message)
         for waiter in waiters:
-            waiter(ok, message)
-        self.mark_dirty()
-        if self.pending_reload and not self.stopping:
-            pending, self.pending_reload = self.pending_reload, []
-            self.request_reload(pending[0])
-            self.pending_reload.extend(pending[1:])
+            if waiter is not None:
+                waiter({"ok": ok, "message": message})
+        self.fleet.mark_dirty()
+
+    def _run_pending_deploy(self) -> None:
+        if self.pending_deploy is None or self.stopping:
+            return
+        pending, self.pending_deploy = self.pending_deploy, None
+        self.request_deploy(pending[0])
+        if self.deploy is not None:
+            self._deploy_waiters.extend(pending[1:])
+        else:
+            for waiter in pending[1:]:
+                if waiter is not None:
+                    waiter({"ok": False, "message": "the deploy could not start"})
+
+    def _answer_pending(self, ok: bool, message: str) -> None:
+        pending, self.pending_deploy = self.pending_deploy or [], None
+        for waiter in pending:
+            if waiter is not None:
+                waiter({"ok": ok, "message": message})
+
+    def _hand_over(self, outcome: Outcome, waiters: list[Waiter]) -> None:
+        """Re-execute into the swarmd code on disk, same PID, handing everything over."""
+        self.fleet.write_held()
+        state = self._state(outcome, waiters)
+        try:
+            handover.execute(self, state)
+        except OSError as exc:  # still the old code, with every node: say so and go on
+            if self.control is not None:
+                self.control.register(self.poller)
+            self.emit("swarmd.reload_failed", f"the new nodes run, but the supervisor could "
+                      f"not re-execute itself into the new swarmd code ({exc.strerror}); it "
+                      f"goes on with swarmd {__version__}", priority=3)
+            self._reloaded(True, outcome.message, waiters, kind=None)
+
+    # ---- the hand-over state ---------------------------------------------------------------
+
+    def _state(self, outcome: Outcome, waiters: list[Waiter]) -> dict[str, Any]:
+        answer = [w.fd for w in waiters if w is not None]
+        pending = ([w.fd for w in self.pending_deploy if w is not None]
+                   if self.pending_deploy is not None else None)
+        control = (self.control.export(answer + (pending or []))
+                   if self.control is not None else None)
+        return {
+            "version": __version__, "config": to_data(self.config),
+            "limits": self.limits.to_data(), "import_seconds": self.import_seconds,
+            "restarts": self.fleet.restarts, "started_monotonic": self.started_monotonic,
+            "ready_sent": self.ready_sent, "deploy": outcome.to_dict(),
+            "answer": answer if control else [], "pending": pending if control else (
+                [] if pending is not None else None),
+            "control": control,
+            "slots": [handover.slot_state(slot) for slot in self.fleet.slots.values()],
+        }
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.fleet.restarts = int(state["restarts"])
+        self.started_monotonic = float(state["started_monotonic"])
+        self.ready_sent = bool(state["ready_sent"])
+        self.last_deploy = Outcome.from_dict(state["deploy"])
+        self.fleet.restore([handover.slot_from_state(data, self.fleet.new_backoff())
+                            for data in state["slots"]],
+                           [handover.proc_from_state(data["proc"]) if data["proc"] else None
+                            for data in state["slots"]])
+
+    # ---- what the fleet tells -------------------------------------------------------------
 
     def private_fds(self) -> list[int]:
         """The supervisor's own fds: a child closes them all, so no node holds another's pipe,
@@ -302,13 +512,27 @@ class Supervisor(Fleet):
         fork touches every node's objects, each page of them a copy-on-write fault after the
         last fork (O(N^2) faults for a fleet's start)."""
         fds = self.poller.fds()
-        fds += (self.poller.fileno(), self._wake_r.fileno(), self._wake_w.fileno())
+        fds.append(self.poller.fileno())
+        fds.extend(self.signals.fds())
         if self.control is not None:
             fds.extend(self.control.fds())
         notify_fd = self.notifier.fileno()
         if notify_fd is not None:
             fds.append(notify_fd)
+        if self.deploy is not None:
+            fds.extend(self.deploy.fds())
         return fds
+
+    def first_report(self, slot: Slot, proc: NodeProcess) -> None:
+        if self.deploy is not None:
+            self.deploy.first_report(slot, proc)
+        self.check_ready()
+
+    def take_over_exit(self, slot: Slot, proc: NodeProcess) -> bool:
+        return self.deploy is not None and self.deploy.take_over_exit(slot, proc)
+
+    def gave_up(self, slot: Slot) -> None:
+        self.begin_stop(f"node {slot.id} is in a crash loop", exit_code=1)
 
     # ---- readiness, watchdog, status -------------------------------------------------------
 
@@ -317,16 +541,17 @@ class Supervisor(Fleet):
         if self.ready_sent:
             return
         self._first_reports += 1
-        if self._first_reports < len(self.slots):
+        slots = self.fleet.slots
+        if self._first_reports < len(slots):
             return  # fewer first reports than slots: no need to look at each (O(N^2) at start)
         if all(s.proc is not None and s.proc.first_report_at is not None
-               for s in self.slots.values()):
+               for s in slots.values()):
             self._send_ready(f"every node reported its first health "
                              f"({self.clock() - self.started_monotonic:.2f}s after start)")
 
     def _boot_deadline(self) -> None:
         if not self.ready_sent and not self.stopping:
-            waiting = [s.id for s in self.slots.values()
+            waiting = [s.id for s in self.fleet.slots.values()
                        if s.proc is None or s.proc.first_report_at is None]
             self._send_ready(f"timeouts.boot passed; still waiting for node(s) {waiting}")
 
@@ -347,7 +572,7 @@ class Supervisor(Fleet):
         self.timers.call_at(upcoming, lambda: self._watchdog(upcoming))
 
     def _extend_timeout(self) -> None:
-        """EXTEND_TIMEOUT_USEC every EXTEND_EVERY while a stop or reload progresses; systemd's
+        """EXTEND_TIMEOUT_USEC every EXTEND_EVERY while a stop or deploy progresses; systemd's
         own timeout applies again as soon as the loop stops sending it."""
         if self._extending is not None:
             return
@@ -355,44 +580,71 @@ class Supervisor(Fleet):
 
     def _extend_tick(self) -> None:
         self._extending = None
-        if (self.stopping and self.live()) or self.reload is not None:
+        if (self.stopping and self.fleet.live()) or self.deploy is not None:
             self.notifier.extend_timeout(EXTEND_EVERY * 3)
             self._extending = self.timers.call_at(self.clock() + EXTEND_EVERY,
                                                   self._extend_tick)
 
     def status_text(self) -> str:
         """The STATUS= line; computed after every change, so without building the rows."""
-        healthy = sum(1 for slot in self.slots.values() if slot.proc is not None
-                      and counts_as_healthy(slot.proc.code, slot.proc.state.value))
-        return summary_text(healthy, len(self.slots), self.restarts, self.mode())
+        return summary_text(self.fleet.healthy_count(), len(self.fleet.slots),
+                            self.fleet.restarts, self.mode())
 
     def mode(self) -> str:
         if self.stopping:
             return "stopping"
-        if self.reload is not None:
-            return f"reloading ({self.reload.progress})"
-        if self.quiet:
+        if self.deploy is not None:
+            return f"reloading ({self.deploy.progress})"
+        if self.fleet.quiet:
             return "quiet"
         return "running" if self.ready_sent else "starting"
 
     def rows(self) -> list[NodeRow]:
         now, wall = self.clock(), time.time()
-        return [slot.row(self.config.health, now, wall)
-                for slot in sorted(self.slots.values(), key=lambda s: s.id)]
+        rows = []
+        for slot in sorted(self.fleet.slots.values(), key=lambda s: s.id):
+            health = (self.fleet.config_of(slot.proc).health if slot.proc is not None
+                      else self.config.health)
+            rows.append(slot.row(health, now, wall))
+        return rows
+
+    def emit(self, kind: str, message: str, *, priority: int | None = None,
+             fields: dict[str, str | int] | None = None) -> None:
+        self.fleet.emit(kind, message, priority=priority, fields=fields)
 
     # ---- last resort -----------------------------------------------------------------------
 
     def _emergency_stop(self) -> None:
         """The loop itself failed: TERM every node, KILL after the timeout, reap them all."""
         now = self.clock()
-        procs = self.live()
+        procs = self.fleet.live()
         for proc in procs:
-            proc.terminate("supervisor failed", now)
+            proc.terminate(StopReason.SUPERVISOR_FAILED, now)
         deadline = now + self.config.timeouts.shutdown
         for proc in procs:
             while proc.alive and proc.reap() is None:
                 if self.clock() >= deadline:
                     proc.kill()
-                    os.waitpid(proc.pid, 0)
+                    try:
+                        os.waitpid(proc.pid, 0)
+                    except ChildProcessError:
+                        pass
                     break
                 time.sleep(0.05)  # the poller may be what failed: plain polling here
+
+
+def _children() -> list[int]:
+    """This process's children, zombies included."""
+    found: list[int] = []
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            with open(f"/proc/self/task/{task}/children") as handle:
+                found.extend(int(pid) for pid in handle.read().split())
+        except OSError:
+            pass
+    return found
+

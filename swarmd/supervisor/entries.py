@@ -8,15 +8,13 @@ from swarmd.config.durations import format_duration
 from swarmd.node.process import ExitStatus, NodeProcess
 from swarmd.systemd.events import Event
 
-ASKED_TO_GO = ("stop", "reload", "removed")  # stop reasons under which an exit is expected
-
 
 def node_exited(proc: NodeProcess, status: ExitStatus, quiet: bool) -> Event:
     """err for a failure, warning for a node killed after timeouts.shutdown, info for an exit
     that was asked for (or a clean one while swarmd is quiet)."""
     if proc.killed:
         priority = 4
-    elif proc.stop_reason in ASKED_TO_GO:
+    elif proc.stop_reason is not None and proc.stop_reason.expected:
         priority = 6
     else:
         priority = 6 if status.clean and quiet else 3
@@ -25,7 +23,7 @@ def node_exited(proc: NodeProcess, status: ExitStatus, quiet: bool) -> Event:
         fields["SWARMD_EXIT_SIGNAL"] = status.signal
     else:
         fields["SWARMD_EXIT_STATUS"] = status.code if status.code is not None else 0
-    why = f" ({proc.stop_reason})" if proc.stop_reason else ""
+    why = f" ({proc.stop_text})" if proc.stop_reason else ""
     return Event("node.exited", f"node {proc.id} {status.describe()}{why}", proc.ref, priority,
                  fields)
 

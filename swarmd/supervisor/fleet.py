@@ -1,30 +1,33 @@
 """The slots and their processes: start, deadlines, pipes, exits, restarts.
 
-The node-facing half of the supervisor: it turns what a node does (reports, output, silence,
-exit) into events and into the restart policy. The decisions that concern the whole fleet
-(stop, quiet, reload, readiness) live in supervisor.py, which builds on this class.
+The fleet turns what a node does (reports, output, silence, exit) into entries and into the
+restart policy. It knows nothing of the supervisor that owns it: what concerns the whole (a
+first report for READY, an exit a deploy takes over, a slot that gave up) goes to its owner
+through the narrow FleetOwner interface. One place changes a node's state: `_transition`.
+
+A fleet runs versions: the supervisor's own (config and app, forked from its memory) and,
+during a deploy, the candidate's, whose nodes it adopts; each process knows its version, and
+its timeouts and health table come from that version's config.
 """
 
 from __future__ import annotations
 
 import signal
-import time
 from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any, NamedTuple, Protocol
 
 from swarmd.config import Config
 from swarmd.config.durations import format_duration
 from swarmd.loop.poller import Poller
 from swarmd.loop.timers import Timers
-from swarmd.node.process import DRAIN_LIMIT, HEALTHY_ONE, ExitStatus, NodeProcess, State, spawn
+from swarmd.node.process import DRAIN_LIMIT, HEALTHY_ONE, ExitStatus, NodeProcess, State, StopReason
+from swarmd.node.spawn import Recipe, spawn
 from swarmd.supervisor import entries
 from swarmd.supervisor.backoff import Backoff
-from swarmd.supervisor.slot import Slot
-from swarmd.systemd.events import Event, JournalSink, Sink, default_sink
-
-if TYPE_CHECKING:
-    from swarmd.supervisor.reload import RollingReload
+from swarmd.supervisor.slot import DownReason, Slot
+from swarmd.supervisor.status import counts_as_healthy
+from swarmd.systemd.events import Event, Sink
 
 CLOSED_PIPE_GRACE = 0.5  # seconds between EOF on a health pipe and calling it an error
 # A read that finds this many reports comes from a node reporting in a tight loop (one that
@@ -37,51 +40,89 @@ CLOSED_PIPE_GRACE = 0.5  # seconds between EOF on a health pipe and calling it a
 FLOOD_REPORTS = 8
 FLOOD_PAUSE = 0.1
 PROTOCOL_ERROR_EVERY = 1.0  # at most one protocol-error entry per node per second
+REAP_RETRY = 0.005  # a deploy's node not reparented yet: look again this much later
+
+
+class FleetOwner(Protocol):
+    """What the fleet tells the one who owns it, and the one thing it asks."""
+
+    def private_fds(self) -> list[int]:
+        """Every fd of the owner's that a new node must not hold."""
+
+    def first_report(self, slot: Slot, proc: NodeProcess) -> None:
+        """A node reported for the first time (proc.code is its code)."""
+
+    def take_over_exit(self, slot: Slot, proc: NodeProcess) -> bool:
+        """A node was reaped; True when the owner takes care of the slot (a deploy)."""
+
+    def gave_up(self, slot: Slot) -> None:
+        """A slot failed restart.give_up_after times in a row."""
+
+
+class Version(NamedTuple):
+    """A config and, where this process can fork it, the recipe of its nodes."""
+
+    config: Config
+    recipe: Recipe | None  # None: its nodes come from a deploy's candidate
 
 
 class Fleet:
     """Slots, their processes, and what happens to a process until it is reaped."""
 
-    reload: RollingReload | None
-
-    def __init__(self, config: Config, sink: Sink | None = None) -> None:
-        self.config = config
-        self.sink = sink or default_sink()
-        self.journal = isinstance(self.sink, JournalSink)
-        self.clock = time.monotonic
-        self.timers = Timers()
-        self.poller = Poller()
+    def __init__(self, config: Config, recipe: Recipe | None, *, sink: Sink, owner: FleetOwner,
+                 poller: Poller, timers: Timers, clock: Callable[[], float]) -> None:
+        self.versions: dict[int, Version] = {0: Version(config, recipe)}
+        self.current = 0
+        self.sink = sink
+        self.owner = owner
+        self.poller = poller
+        self.timers = timers
+        self.clock = clock
         self.slots: dict[int, Slot] = {}
-        self.app: Callable[..., Any] | str | None = None
         self.quiet = False
         self.stopping = False
         self.restarts = 0
-        self.reload = None
-        self._dirty = True
+        self.dirty = True  # something STATUS= shows changed
         self._last_protocol_event: dict[int, float] = {}
         # while a node's exit is handled: what would be written (events, its last words),
         # written once the replacement is forked, so that no write delays the fork
         self._held: list[Callable[[], None]] | None = None
 
-    # Supplied by the supervisor: what the fleet asks of the whole.
-    def private_fds(self) -> list[int]:
-        raise NotImplementedError
+    # ---- versions --------------------------------------------------------------------------
 
-    def begin_stop(self, reason: str, exit_code: int | None = None) -> None:
-        raise NotImplementedError
+    @property
+    def config(self) -> Config:
+        return self.versions[self.current].config
 
-    def check_ready(self) -> None:
-        raise NotImplementedError
+    def config_of(self, proc: NodeProcess) -> Config:
+        version = self.versions.get(proc.version)
+        return (version or self.versions[self.current]).config
+
+    def add_version(self, config: Config) -> int:
+        number = max(self.versions) + 1
+        self.versions[number] = Version(config, None)
+        return number
+
+    def forget_version(self, number: int) -> None:
+        if number != self.current:
+            self.versions.pop(number, None)
+
+    # ---- slots -----------------------------------------------------------------------------
 
     def live(self) -> list[NodeProcess]:
         return [slot.proc for slot in self.slots.values() if slot.proc is not None]
 
     def mark_dirty(self) -> None:
-        self._dirty = True
+        self.dirty = True
+
+    def new_backoff(self) -> Backoff:
+        return Backoff(self.config.restart)
 
     def add_slot(self, slot_id: int) -> Slot:
-        slot = Slot(slot_id, Backoff(self.config.restart))
-        self.slots[slot_id] = slot
+        slot = self.slots.get(slot_id)
+        if slot is None:
+            slot = Slot(slot_id, self.new_backoff())
+            self.slots[slot_id] = slot
         return slot
 
     def drop_slot(self, slot: Slot) -> None:
@@ -89,56 +130,155 @@ class Fleet:
         self.slots.pop(slot.id, None)
         self.mark_dirty()
 
+    def healthy_count(self) -> int:
+        return sum(1 for slot in self.slots.values() if slot.proc is not None
+                   and counts_as_healthy(slot.proc.code, slot.proc.state.value))
+
+    # ---- starting --------------------------------------------------------------------------
+
+    def start_all(self) -> None:
+        """The first start: every slot of the config, forked in a row; their node.started
+        entries follow once the whole fleet is forked."""
+        self._held = []
+        try:
+            for slot_id in self.config.node_ids:
+                self.start(self.add_slot(slot_id), batch=True)
+        finally:
+            self.write_held()
+
     def start(self, slot: Slot, *, batch: bool = False) -> None:
-        """Fork the slot's next node; batch: one of many forked in a row (see spawn)."""
+        """Fork the slot's next node from this process (the current version); batch: one of
+        many forked in a row (see spawn)."""
+        recipe = self.versions[self.current].recipe
+        assert recipe is not None, "the current version is always forked here"
         slot.cancel_restart()
         slot.down_reason = None
         slot.generation += 1
         now = self.clock()
         try:
-            proc = spawn(slot.id, slot.generation, now, app=self.app,
-                         command=self.config.command, env=dict(self.config.env),
-                         journal=self.journal, close_fds=self.private_fds(),
-                         step_aside=not batch)
+            proc = spawn(slot.id, slot.generation, now, recipe,
+                         close_fds=self.owner.private_fds(), step_aside=not batch)
         except OSError as exc:
             self.emit("node.exited", f"node {slot.id}: fork failed: {exc.strerror}",
                       priority=3, fields={"SWARMD_NODE_ID": slot.id})
             self._schedule_restart(slot, None)
             return
+        proc.version = self.current
+        self._attach(slot, proc, now)
+
+    def next_generation(self, slot: Slot) -> int:
+        """The generation a node forked elsewhere (a deploy's candidate) takes in `slot`."""
+        slot.cancel_restart()
+        slot.generation += 1
+        return slot.generation
+
+    def adopt(self, slot: Slot, proc: NodeProcess, version: int) -> None:
+        """A node forked by a deploy's candidate, now the supervisor's child, in `slot`."""
+        slot.down_reason = None
+        proc.version = version
+        self._attach(slot, proc, self.clock())
+
+    def _attach(self, slot: Slot, proc: NodeProcess, now: float) -> None:
         slot.proc = proc
         self.poller.register(proc.pidfd, partial(self._on_exit, slot, proc))
         self.poller.register(proc.health_fd, partial(self._on_health, proc))
         for fd, priority in proc.output_fds.items():
             self.poller.register(fd, partial(self._on_output, proc, fd, priority))
-        self._arm_liveness(proc, now + self.config.timeouts.boot)
-        self.emit("node.started", f"node {slot.id} started (pid {proc.pid}, generation "
-                                  f"{proc.generation})", proc)
+        self._arm_liveness(proc, now + self.config_of(proc).timeouts.boot)
+        self._transition(proc, State.BOOTING, Event(
+            "node.started", f"node {slot.id} started (pid {proc.pid}, generation "
+                            f"{proc.generation})", proc.ref))
+
+    def restore(self, slots: list[Slot], procs: list[NodeProcess | None]) -> None:
+        """Take over the slots and processes a supervisor left when it re-executed itself into
+        this code: every process runs the current version; its pending deadlines (report,
+        drain, KILL after TERM, a restart) are armed again from the times it recorded."""
+        for slot, proc in zip(slots, procs, strict=True):
+            self.slots[slot.id] = slot
+            if slot.restart_at is not None:
+                self.restart_later(slot, slot.restart_at)
+            if proc is None:
+                continue
+            proc.version = self.current
+            slot.proc = proc
+            self.poller.register(proc.pidfd, partial(self._on_exit, slot, proc))
+            if proc.health_fd is not None:
+                self.poller.register(proc.health_fd, partial(self._on_health, proc))
+            for fd, priority in proc.output_fds.items():
+                self.poller.register(fd, partial(self._on_output, proc, fd, priority))
+            t = self.config.timeouts
+            if proc.term_sent_at is not None:
+                proc.track(self.timers.call_at(proc.term_sent_at + t.shutdown,
+                                               partial(self._kill, proc)))
+            elif proc.state is State.DRAINING and proc.drain_started_at is not None:
+                proc.track(self.timers.call_at(proc.drain_started_at + t.drain,
+                                               partial(self._drained, proc)))
+            self._arm_liveness(proc, self.clock())  # works out the real deadline itself
         self.mark_dirty()
 
-    def terminate(self, proc: NodeProcess, reason: str, now: float) -> None:
+    def _transition(self, proc: NodeProcess, state: State, entry: Event | None = None) -> None:
+        """The one place a node's state changes; its entry, if any, is written with it."""
+        proc.state = state
+        self.mark_dirty()
+        if entry is not None:
+            self._hold(self.sink.emit, entry)
+
+    # ---- asking nodes to go ----------------------------------------------------------------
+
+    def terminate(self, proc: NodeProcess, reason: StopReason, now: float,
+                  detail: str | None = None) -> None:
         """TERM now, KILL after timeouts.shutdown."""
         if not proc.alive or proc.term_sent_at is not None:
-            if proc.stop_reason is None:
-                proc.stop_reason = reason
+            proc.ask_to_go(reason, detail)
             return
-        proc.terminate(reason, now)
-        proc.track(self.timers.call_at(now + self.config.timeouts.shutdown,
-                                       lambda: self._kill(proc)))
+        proc.terminate(reason, now, detail)
+        self._transition(proc, State.STOPPING)
+        shutdown = self.config_of(proc).timeouts.shutdown
+        proc.track(self.timers.call_at(now + shutdown, partial(self._kill, proc)))
 
-    def drain(self, proc: NodeProcess) -> None:
-        """TSTP now, TERM after timeouts.drain unless it exits first (rolling reload)."""
-        proc.state = State.DRAINING
+    def drain(self, proc: NodeProcess, reason: StopReason) -> None:
+        """TSTP now, TERM after timeouts.drain unless it exits first (a deploy, a removal)."""
+        proc.ask_to_go(reason)
+        if proc.term_sent_at is not None or not proc.alive:
+            return  # already on its way out (hung, restart code, stop)
+        now = self.clock()
+        proc.drain_started_at = now
+        self._transition(proc, State.DRAINING)
         proc.send(signal.SIGTSTP)
-        proc.track(self.timers.call_at(
-            self.clock() + self.config.timeouts.drain,
-            lambda: self.terminate(proc, proc.stop_reason or "reload", self.clock())))
+        drain = self.config_of(proc).timeouts.drain
+        proc.track(self.timers.call_at(now + drain, partial(self._drained, proc)))
+
+    def _drained(self, proc: NodeProcess) -> None:
+        self.terminate(proc, proc.stop_reason or StopReason.DEPLOY, self.clock())
 
     def _kill(self, proc: NodeProcess) -> None:
         if proc.alive:
+            shutdown = self.config_of(proc).timeouts.shutdown
             self.emit("node.killed", f"node {proc.id} did not exit within timeouts.shutdown "
-                                     f"({format_duration(self.config.timeouts.shutdown)}) "
-                                     f"after TERM: KILL", proc)
+                                     f"({format_duration(shutdown)}) after TERM: KILL", proc)
             proc.kill()
+
+    def stop_all(self) -> None:
+        """TERM to every node (KILL after timeouts.shutdown); nothing is restarted after."""
+        self.stopping = True
+        now = self.clock()
+        for slot in self.slots.values():
+            slot.cancel_restart()
+            if slot.proc is not None:
+                self.terminate(slot.proc, StopReason.STOP, now)
+
+    def quiet_all(self) -> None:
+        """TSTP to every node; nothing is restarted until a deploy or stop."""
+        self.quiet = True
+        for slot in self.slots.values():
+            slot.cancel_restart()
+            if slot.proc is not None:
+                slot.proc.send(signal.SIGTSTP)
+            elif slot.down_reason is None or slot.down_reason is DownReason.RESTARTING:
+                slot.down_reason = DownReason.QUIET
+        self.mark_dirty()
+
+    # ---- deadlines -------------------------------------------------------------------------
 
     def _arm_liveness(self, proc: NodeProcess, when: float) -> None:
         """One deadline check per process: a new one replaces the pending one."""
@@ -150,22 +290,30 @@ class Fleet:
         """Boot and report deadlines: a node silent too long is hung."""
         if not proc.alive or proc.term_sent_at is not None:
             return
-        t = self.config.timeouts
+        t = self.config_of(proc).timeouts
         if proc.last_report_at is None:
             deadline, limit, what = proc.started_at + t.boot, t.boot, "no first report"
         else:
             deadline, limit, what = proc.last_report_at + t.report, t.report, "no report"
         now = self.clock()
+        if now >= deadline and proc.health_fd is not None:
+            # A stalled loop is not a hung fleet: reports waiting in the pipe come first.
+            self._on_health(proc)
+            if not proc.alive or proc.term_sent_at is not None:
+                return
+            if proc.last_report_at is not None:
+                deadline, limit, what = proc.last_report_at + t.report, t.report, "no report"
         if now < deadline:
             self._arm_liveness(proc, deadline)
             return
         name = "boot" if proc.last_report_at is None else "report"
-        reason = f"hung: {what} within timeouts.{name} ({format_duration(limit)})"
         self.emit("node.hung", f"node {proc.id} is hung ({what} within timeouts.{name} = "
                                f"{format_duration(limit)}): TERM", proc,
                   fields={"SWARMD_HEALTH": "hung"})
-        self.terminate(proc, reason, now)
-        self.mark_dirty()
+        self.terminate(proc, StopReason.HUNG, now,
+                       f"hung: {what} within timeouts.{name} ({format_duration(limit)})")
+
+    # ---- reports ---------------------------------------------------------------------------
 
     def _on_health(self, proc: NodeProcess) -> None:
         batch = proc.read_health()
@@ -181,25 +329,28 @@ class Fleet:
                 proc.close_health()
             # An exiting process closes its fds a moment before it becomes a zombie: judge
             # a closed pipe only once the exit would have been seen.
-            self.timers.call_at(now + CLOSED_PIPE_GRACE, lambda: self._closed_pipe(proc))
+            self.timers.call_at(now + CLOSED_PIPE_GRACE, partial(self._closed_pipe, proc))
             return
         if batch.errors:
             self._protocol_error(proc, batch.errors, now)
         if batch.reports >= FLOOD_REPORTS and proc.health_fd is not None:
             self.poller.pause(proc.health_fd)
-            pause = min(FLOOD_PAUSE, self.config.timeouts.report / 4)
+            pause = min(FLOOD_PAUSE, self.config_of(proc).timeouts.report / 4)
             proc.track(self.timers.call_at(now + pause, partial(self._resume_health, proc)))
         if batch.worst is None:
             return
-        code = batch.worst
+        self._reported(proc, batch.worst, now)
+
+    def _reported(self, proc: NodeProcess, code: int, now: float) -> None:
         proc.last_report_at = now
+        config = self.config_of(proc)
         first = proc.first_report_at is None
         if first:
             proc.first_report_at = now
             if proc.state is State.BOOTING:
-                proc.state = State.RUNNING
-            if self.config.timeouts.report < self.config.timeouts.boot:  # re-arm earlier
-                self._arm_liveness(proc, now + self.config.timeouts.report)
+                self._transition(proc, State.RUNNING)
+            if config.timeouts.report < config.timeouts.boot:  # re-arm earlier
+                self._arm_liveness(proc, now + config.timeouts.report)
         if code == 0:
             if proc.healthy_since is None:
                 proc.healthy_since = now
@@ -210,13 +361,12 @@ class Fleet:
             self._health_event(proc, previous, code, first, now)
         if first:
             slot = self.slots.get(proc.id)
-            if self.reload is not None and slot is not None:
-                self.reload.node_reported_first(slot, code)
-            self.check_ready()
+            if slot is not None and slot.proc is proc:
+                self.owner.first_report(slot, proc)
         if code and proc.term_sent_at is None:  # 0 (healthy) never restarts a node
-            info = self.config.health[code]
+            info = config.health[code]
             if info.restarts:
-                self.terminate(proc, f"reported {info.name} ({code})", now)
+                self.terminate(proc, StopReason.HEALTH, now, f"reported {info.name} ({code})")
 
     def _resume_health(self, proc: NodeProcess) -> None:
         if proc.health_fd is not None:
@@ -229,13 +379,14 @@ class Fleet:
 
     def _health_event(self, proc: NodeProcess, previous: int | None, code: int, first: bool,
                       now: float) -> None:
-        info = self.config.health[code]
+        health = self.config_of(proc).health
+        info = health[code]
         fields = {"SWARMD_HEALTH_CODE": code, "SWARMD_HEALTH": info.name}
         if first:
             text = f"node {proc.id} reported {info.name} ({code}) first, " \
                    f"{now - proc.started_at:.2f}s after start"
         else:
-            old = self.config.health[previous] if previous is not None else None
+            old = health[previous] if previous is not None else None
             text = f"node {proc.id}: {old.name if old else '?'} ({previous}) -> " \
                    f"{info.name} ({code})"
         if info.restarts:
@@ -253,6 +404,8 @@ class Fleet:
         self.emit("node.protocol_error", f"node {proc.id} broke the health protocol: "
                                          f"{errors[0]}{more}", proc)
 
+    # ---- output ----------------------------------------------------------------------------
+
     def _on_output(self, proc: NodeProcess, fd: int, priority: int) -> None:
         lines, eof = proc.read_output(fd)
         for line in lines:
@@ -265,6 +418,8 @@ class Fleet:
         if len(line) >= 3 and line[0] == "<" and line[2] == ">" and line[1] in "01234567":
             priority, line = int(line[1]), line[3:]  # sd-daemon style "<3>message"
         self._hold(self.sink.node_output, proc.ref, line, priority)
+
+    # ---- exits -----------------------------------------------------------------------------
 
     def _exit_if_gone(self, proc: NodeProcess) -> bool:
         """A pipe of the node hit EOF: if that is because the process ended, handle its exit
@@ -280,6 +435,11 @@ class Fleet:
     def _on_exit(self, slot: Slot, proc: NodeProcess) -> None:
         status = proc.reap()
         if status is None:
+            if proc.pidfd is not None:
+                # its pidfd says it ended, but it is not our child yet: a deploy's node that
+                # died before its intermediate exited; it is reparented to us in a moment
+                self.poller.pause(proc.pidfd)
+                self.timers.call_at(self.clock() + REAP_RETRY, partial(self._reap_again, proc))
             return
         # The replacement is forked first: the dead node's pipes are read and closed after
         # (still in the poller meanwhile, so a child forked now closes them: private_fds),
@@ -295,6 +455,10 @@ class Fleet:
             self._held += events
             self.write_held()
 
+    def _reap_again(self, proc: NodeProcess) -> None:
+        if proc.pidfd is not None:
+            self.poller.resume(proc.pidfd)
+
     def write_held(self) -> None:
         """Write what was held back while nodes were forked, in order; stop holding."""
         held, self._held = self._held, None
@@ -305,18 +469,19 @@ class Fleet:
         """The restart policy for a process that was reaped. Only the decision comes before
         a replacement's fork; the entries are made after it (_later)."""
         self._last_protocol_event.pop(proc.pid, None)
+        self._transition(proc, State.EXITED)  # its entry is made after the fork (_later)
         self._later(entries.node_exited, proc, status, self.quiet)
         self.mark_dirty()
         if self.stopping:
             return
-        if self.reload is not None and self.reload.node_exited(slot, proc):
+        if self.owner.take_over_exit(slot, proc):
             return
         if slot.id not in self.slots:
             return
         if self.quiet:
-            slot.down_reason = "quiet"
+            slot.down_reason = DownReason.QUIET
             return
-        if proc.stop_reason == "removed":
+        if proc.stop_reason is StopReason.REMOVED:
             self.drop_slot(slot)
             return
         self._schedule_restart(slot, proc)
@@ -352,7 +517,7 @@ class Fleet:
                       f"(restart.give_up_after): giving up, stopping swarmd with exit status 1",
                       proc, fields={"SWARMD_HEALTH": "crash_loop"} | (
                           {} if proc else {"SWARMD_NODE_ID": slot.id}))
-            self.begin_stop(f"node {slot.id} is in a crash loop", exit_code=1)
+            self.owner.gave_up(slot)
             return
         self.restarts += 1
         slot.restarts += 1
@@ -360,9 +525,15 @@ class Fleet:
         if delay <= 0:
             self.start(slot)
         else:
-            slot.down_reason = "restarting"
-            slot.restart_timer = self.timers.call_at(now + delay, lambda: self.start(slot))
+            self.restart_later(slot, now + delay)
         self.mark_dirty()
+
+    def restart_later(self, slot: Slot, when: float) -> None:
+        slot.down_reason = DownReason.RESTARTING
+        slot.restart_at = when
+        slot.restart_timer = self.timers.call_at(when, partial(self.start, slot))
+
+    # ---- entries ---------------------------------------------------------------------------
 
     def _hold(self, write: Callable[..., None], *args: Any) -> None:
         """Write now or, while a replacement is being forked, once it is (write_held)."""

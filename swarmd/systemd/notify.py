@@ -30,8 +30,12 @@ class Notifier:
                 self._notifier.socket.close()
             self._notifier.socket = _connect(env["NOTIFY_SOCKET"])
             self.enabled = self._notifier.socket is not None
-        for name in NOTIFY_ENV:
-            env.pop(name, None)
+        # what the nodes must not inherit, kept for a re-execution of the supervisor itself
+        self._taken = {name: env.pop(name) for name in NOTIFY_ENV if name in env}
+
+    def environment(self) -> dict[str, str]:
+        """The notify variables this Notifier took out of the environment."""
+        return dict(self._taken)
 
     def fileno(self) -> int | None:
         sock = self._notifier.socket if self._notifier else None
@@ -63,6 +67,10 @@ class Notifier:
 
     def stopping(self) -> None:
         self.send("STOPPING=1")
+
+    def watchdog_timeout(self, seconds: float) -> None:
+        """WATCHDOG_USEC=: systemd's watchdog timeout from now on (see sd_notify(3))."""
+        self.send(f"WATCHDOG_USEC={int(seconds * 1_000_000)}")
 
     def extend_timeout(self, seconds: float) -> None:
         self.send(f"EXTEND_TIMEOUT_USEC={int(seconds * 1_000_000)}")

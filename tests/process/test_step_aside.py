@@ -14,6 +14,7 @@ import pytest
 from swarmd.config import Config
 from swarmd.node.process import NodeProcess
 from swarmd.supervisor.core import Supervisor
+from swarmd.supervisor.fleet import Fleet
 from swarmd.systemd.events import StderrSink
 
 
@@ -37,11 +38,13 @@ def yields(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 
 @pytest.fixture
-def sup() -> Iterator[Supervisor]:
+def sup() -> Iterator[Fleet]:
     supervisor = Supervisor(Config(nodes=3), sink=StderrSink(open(os.devnull, "w")))  # noqa: SIM115
-    supervisor.app = quick_app
-    yield supervisor
-    for slot in supervisor.slots.values():
+    fleet = supervisor.fleet
+    fleet.versions[0] = fleet.versions[0]._replace(
+        recipe=fleet.versions[0].recipe._replace(app=quick_app))
+    yield fleet
+    for slot in fleet.slots.values():
         if slot.proc is not None:
             _reap(slot.proc)
     supervisor.poller.close()
@@ -59,14 +62,14 @@ def _reap(proc: NodeProcess) -> None:
     proc.close_pidfd()
 
 
-def test_the_first_start_forks_in_a_row(sup: Supervisor, yields: list[int]) -> None:
+def test_the_first_start_forks_in_a_row(sup: Fleet, yields: list[int]) -> None:
     for slot_id in (0, 1, 2):
         sup.start(sup.add_slot(slot_id), batch=True)
     assert yields == []
     assert all(slot.proc is not None for slot in sup.slots.values())
 
 
-def test_a_replacement_is_given_the_cpu_after_its_fork(sup: Supervisor, yields: list[int]
+def test_a_replacement_is_given_the_cpu_after_its_fork(sup: Fleet, yields: list[int]
                                                        ) -> None:
     slot = sup.add_slot(0)
     sup.start(slot, batch=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from swarmd.node.child import fd_runs
+from swarmd.node.spawn import fd_runs
 
 
 @pytest.mark.parametrize(("fds", "runs"), [

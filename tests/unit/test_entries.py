@@ -6,13 +6,16 @@ import signal
 
 import pytest
 
-from swarmd.node.process import ExitStatus, NodeProcess
+from swarmd.node.process import ExitStatus, NodeProcess, StopReason
 from swarmd.supervisor.entries import node_exited, node_restarting
 
 
-def proc(stop_reason: str | None = None, killed: bool = False) -> NodeProcess:
+def proc(stop_reason: StopReason | None = None, killed: bool = False,
+         detail: str | None = None) -> NodeProcess:
     p = NodeProcess(3, 7, 4242, -1, -1, -1, -2, 0.0, is_command=False)
-    p.stop_reason, p.killed = stop_reason, killed
+    p.killed = killed
+    if stop_reason is not None:
+        p.ask_to_go(stop_reason, detail)
     return p
 
 
@@ -22,19 +25,22 @@ def proc(stop_reason: str | None = None, killed: bool = False) -> NodeProcess:
     (None, False, ExitStatus(0, None), False, 3),  # nobody asked it to go
     (None, False, ExitStatus(0, None), True, 6),  # a clean exit while quiet
     (None, False, ExitStatus(1, None), True, 3),  # a failure while quiet is still one
-    ("stop", False, ExitStatus(0, None), False, 6),
-    ("reload", False, ExitStatus(None, signal.SIGTERM), False, 6),
-    ("removed", False, ExitStatus(0, None), False, 6),
-    ("hung: no report", False, ExitStatus(None, signal.SIGTERM), False, 3),
-    ("stop", True, ExitStatus(None, signal.SIGKILL), False, 4),  # after timeouts.shutdown
+    (StopReason.STOP, False, ExitStatus(0, None), False, 6),
+    (StopReason.DEPLOY, False, ExitStatus(None, signal.SIGTERM), False, 6),
+    (StopReason.ROLLBACK, False, ExitStatus(0, None), False, 6),
+    (StopReason.REMOVED, False, ExitStatus(0, None), False, 6),
+    (StopReason.HUNG, False, ExitStatus(None, signal.SIGTERM), False, 3),
+    (StopReason.HEALTH, False, ExitStatus(0, None), False, 3),
+    (StopReason.STOP, True, ExitStatus(None, signal.SIGKILL), False, 4),  # after shutdown
 ])
-def test_exit_priority(stop_reason: str | None, killed: bool, status: ExitStatus, quiet: bool,
+def test_exit_priority(stop_reason: StopReason | None, killed: bool, status: ExitStatus,
+                       quiet: bool,
                        priority: int) -> None:
     assert node_exited(proc(stop_reason, killed), status, quiet).priority == priority
 
 
 def test_exit_fields_and_text() -> None:
-    by_signal = node_exited(proc("reload"), ExitStatus(None, signal.SIGTERM), False)
+    by_signal = node_exited(proc(StopReason.DEPLOY), ExitStatus(None, signal.SIGTERM), False)
     assert by_signal.kind == "node.exited"
     assert by_signal.message == "node 3 killed by SIGTERM (reload)"
     assert by_signal.fields == {"SWARMD_HEALTH": "exited", "SWARMD_EXIT_SIGNAL": 15}
@@ -42,6 +48,9 @@ def test_exit_fields_and_text() -> None:
     by_code = node_exited(proc(), ExitStatus(2, None), False)
     assert by_code.message == "node 3 exited with status 2"
     assert by_code.fields == {"SWARMD_HEALTH": "exited", "SWARMD_EXIT_STATUS": 2}
+    detailed = node_exited(proc(StopReason.HEALTH, detail="reported backlog (2)"),
+                           ExitStatus(0, None), False)
+    assert detailed.message == "node 3 exited with status 0 (reported backlog (2))"
 
 
 def test_restart_entry() -> None:

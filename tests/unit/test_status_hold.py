@@ -35,13 +35,13 @@ def loop() -> Iterator[tuple[Supervisor, RecordingNotifier, int]]:
     notifier = RecordingNotifier()
     sup = Supervisor(Config(), sink=StderrSink(open(os.devnull, "w")),  # noqa: SIM115
                      notifier=notifier)  # type: ignore[arg-type]
-    sup._dirty = False  # the initial status is not what is tested here
+    sup.fleet.dirty = False  # the initial status is not what is tested here
     r, w = os.pipe()
 
     def change() -> None:
         os.read(r, 64)
-        sup.restarts += 1
-        sup.mark_dirty()
+        sup.fleet.restarts += 1
+        sup.fleet.mark_dirty()
 
     sup.poller.register(r, change)
     yield sup, notifier, w

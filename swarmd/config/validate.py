@@ -1,7 +1,8 @@
-"""YAML configuration -> immutable named tuples.
+"""YAML text -> a validated Config: every check lives here.
 
-Every validation lives here, so `swarmd check`, `swarmd run` and a reload all refuse the same
-files with the same messages: one line per problem, naming the key path and its YAML line.
+`swarmd check`, the first start and a deploy all refuse the same files with the same messages
+(one line per problem, naming the key path and its YAML line). It runs in the loader process
+(swarmd/candidate/), never in the supervisor, which gets the result as plain data.
 """
 
 from __future__ import annotations
@@ -10,61 +11,18 @@ import os
 import re
 import stat
 from collections.abc import Mapping
-from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import Any
 
 import yaml
 
 from swarmd.config.durations import format_duration, parse_duration
 from swarmd.config.health import ACTIONS, PRIORITIES, HealthCode, HealthTable
+from swarmd.config.schema import RESERVED_ENV, Config, ConfigError, RestartPolicy, Timeouts
 
-DEFAULT_PATH = "/etc/swarmd.yaml"
 MAX_NODES = 4096
 _APP = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _CODE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
-RESERVED_ENV = ("SWARMD_NODE_ID", "SWARMD_NODE_GENERATION", "SWARMD_HEALTH_FD",
-                "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
-
-
-class ConfigError(Exception):
-    """A config that must not be used; `problems` holds one readable line each."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
-
-
-class Timeouts(NamedTuple):
-    boot: float = 60.0
-    report: float = 60.0
-    shutdown: float = 30.0
-    drain: float = 30.0
-
-
-class RestartPolicy(NamedTuple):
-    delay: float = 1.0
-    max_delay: float = 60.0
-    reset_after: float = 60.0
-    give_up_after: int = 10
-
-
-class Config(NamedTuple):
-    nodes: int = 4
-    app: str = "swarmd.demo:run"
-    command: tuple[str, ...] | None = None
-    preload: bool = True
-    node_id_offset: int = 0
-    env: Mapping[str, str] = MappingProxyType({})
-    timeouts: Timeouts = Timeouts()
-    restart: RestartPolicy = RestartPolicy()
-    reload: str = "rolling"
-    health: HealthTable = HealthTable()
-    path: str | None = None
-
-    @property
-    def node_ids(self) -> range:
-        return range(self.node_id_offset, self.node_id_offset + self.nodes)
 
 
 class _Source:

@@ -1,0 +1,79 @@
+"""Signals to the supervisor: held from its first line of Python, queued by handlers, read by
+the loop.
+
+Before a handler is in, HUP, TERM and INT would end the process and TSTP or TTIN stop it; so
+`swarmd run` blocks them the moment its main() runs (and a re-executed supervisor inherits them
+blocked across the exec): they wait, pending, until `install` queues them for the loop.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+from collections import deque
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+HANDLED = (*STOP_SIGNALS, signal.SIGHUP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGCHLD)
+
+
+def hold() -> None:
+    """Block every signal the supervisor handles, until `SignalQueue.install`."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
+
+
+class SignalQueue:
+    """Handlers only queue; the wake-up fd makes the loop's poll return."""
+
+    def __init__(self) -> None:
+        self.pending: deque[int] = deque()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self.installed = False
+
+    def install(self) -> None:
+        """Handlers in, then every signal unblocked (a mask inherited from whoever started
+        swarmd would hold signals back from the loop, and from every node forked after it;
+        systemd starts services with none, a shell may not). Pending ones arrive now."""
+        signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
+        for sig in HANDLED:
+            signal.signal(sig, self._queue)
+        self.installed = True
+        signal.pthread_sigmask(signal.SIG_SETMASK, set())
+
+    def _queue(self, signum: int, _frame: object) -> None:
+        self.pending.append(signum)
+
+    @property
+    def wake_fd(self) -> int:
+        return self._wake_r.fileno()
+
+    def fds(self) -> list[int]:
+        return [self._wake_r.fileno(), self._wake_w.fileno()]
+
+    def drain_wakeup(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+
+    def stop_requested(self) -> bool:
+        return any(sig in STOP_SIGNALS for sig in self.pending)
+
+    def hold_for_exec(self) -> None:
+        """Right before the supervisor re-executes itself: the signals wait, pending, for the
+        new code's handlers."""
+        hold()
+
+    def uninstall(self) -> None:
+        if not self.installed:
+            return
+        signal.set_wakeup_fd(-1)
+        for sig in HANDLED:
+            signal.signal(sig, signal.SIG_DFL)
+        self.installed = False
+
+    def close(self) -> None:
+        self._wake_r.close()
+        self._wake_w.close()
