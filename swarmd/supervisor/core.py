@@ -149,8 +149,11 @@ class Supervisor:
         """Go on where the supervisor that re-executed into this code left off."""
         self._prepare(tuple(state["limits"]["nofile"]) if state["limits"]["nofile"] else None)
         self.import_seconds = float(state.get("import_seconds", 0.0))
-        if self.config.command is None and self.config.preload:
-            self._preload_after_handover()
+        if self.config.command is None:
+            if self.config.preload:
+                self._preload_after_handover()
+            else:
+                self.preload()  # no import: each node imports the app itself
         self._restore(state)
         self._install_signals()
         # a child that ended (the candidate) may have told the old code only: reap it now
@@ -367,7 +370,7 @@ class Supervisor:
             if waiter is not None:
                 waiter({"ok": False, "message": "the supervisor is stopping"})
             return
-        if self.deploy is not None:
+        if self.deploy is not None or not self.ready_sent:  # after this one, or after READY=1
             if self.pending_deploy is None:
                 self.pending_deploy = []
             self.pending_deploy.append(waiter)
@@ -560,6 +563,7 @@ class Supervisor:
         text = self.status_text()
         self.notifier.ready(text)
         self.emit("swarmd.ready", f"ready: {why}; {text}")
+        self._run_pending_deploy()  # a HUP that came during the start
 
     def _watchdog(self, when: float) -> None:
         """WATCHDOG=1 from the loop itself, every WATCHDOG_USEC/2, also during stop."""

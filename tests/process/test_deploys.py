@@ -1,0 +1,331 @@
+"""Deploys (reload): new code in every node and in the supervisor, same PID, all or nothing;
+a broken version is rejected or rolled back with the fleet whole on the old one."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+import pytest
+
+from tests.process.deploying import DeployedApp
+from tests.process.harness import REPO, Swarm, children, pid_alive, wait_for
+
+WATCHDOG_USEC = 1_000_000
+
+
+def _reload(s: Swarm, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "swarmd", "reload", "--runtime-dir",
+                           str(s.runtime)], capture_output=True, text=True, timeout=timeout)
+
+
+def _pids(s: Swarm) -> dict[int, int]:
+    return {i: n["pid"] for i, n in s.nodes().items()}
+
+
+class Watch:
+    """Reads the notify socket all along (a message's time is when the test read it), from
+    now until stop(): the deploy's STATUS= lines and WATCHDOG=1 gaps."""
+
+    def __init__(self, s: Swarm) -> None:
+        import threading
+
+        self.s = s
+        self.seen = len(s.notify.poll())
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+        if s.notify.values("WATCHDOG"):  # the window opens and closes with a ping
+            self._watchdogs_after(self.seen)
+
+    def _watchdogs_after(self, index: int) -> None:
+        wait_for(lambda: any("WATCHDOG=1" in d for _, d in self.s.notify.messages[index:]),
+                 5, "a WATCHDOG=1")
+
+    def _poll(self) -> None:
+        while not self._done.is_set():
+            self.s.notify.poll()
+            self._done.wait(0.005)
+
+    def stop(self) -> list[tuple[float, str, str]]:
+        if self.s.notify.values("WATCHDOG"):
+            self._watchdogs_after(len(self.s.notify.messages))
+        self._done.set()
+        self._thread.join()
+        self.s.notify.poll()
+        out = []
+        for when, datagram in self.s.notify.messages[self.seen:]:
+            for line in datagram.split("\n"):
+                key, _, value = line.partition("=")
+                out.append((when, key, value))
+        return out
+
+
+def _healthy_counts(messages: list[tuple[float, str, str]]) -> list[int]:
+    return [int(v.split("/")[0]) for _, k, v in messages if k == "STATUS"]
+
+
+def _watchdog_gaps(messages: list[tuple[float, str, str]]) -> list[float]:
+    times = [when for when, k, _ in messages if k == "WATCHDOG"]
+    return [b - a for a, b in zip(times, times[1:], strict=False)]
+
+
+@pytest.mark.parametrize("preload", [True, False])
+def test_a_deploy_puts_the_new_code_in_every_node_same_supervisor_pid(swarm, tmp_path,
+                                                                     preload):
+    app = DeployedApp(tmp_path)
+    app.write(1)
+    s = swarm(app.config(nodes=3, preload=preload), env=app.env(), watchdog_usec=WATCHDOG_USEC)
+    s.wait_ready()
+    wait_for(lambda: set(app.versions(s).values()) == {1}, 10, "every node on version 1")
+    supervisor = s.pid
+    app.write(2)
+    watch = Watch(s)
+    result = _reload(s)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == "reloaded: 3 node(s) replaced"
+    messages = watch.stop()
+    # Done means done: every node runs version 2, forked by the same supervisor.
+    assert app.versions(s) == {0: 2, 1: 2, 2: 2}
+    status = s.status()
+    assert status["pid"] == supervisor and s.proc.poll() is None
+    assert set(children(supervisor)) >= set(_pids(s).values())
+    assert status["deploy"]["result"] == "deployed"
+    # Never more than one slot short, and the watchdog on time across the re-exec.
+    healthy = _healthy_counts(messages)
+    assert healthy and min(healthy) >= 2, healthy
+    assert [k for _, k, _ in messages if k in ("RELOADING", "READY")] == ["RELOADING", "READY"]
+    gaps = _watchdog_gaps(messages)
+    assert gaps and max(gaps) < WATCHDOG_USEC / 1e6, gaps
+    # A later restart (forked by the re-executed supervisor itself) runs version 2 too.
+    os.kill(_pids(s)[1], signal.SIGKILL)
+    wait_for(lambda: app.versions(s).get(1) == 2, 10, "node 1 restarted on version 2")
+
+
+def test_the_supervisor_itself_runs_the_new_swarmd_code(swarm, tmp_path):
+    package = tmp_path / "pkg"
+    shutil.copytree(REPO / "swarmd", package / "swarmd",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    init = package / "swarmd" / "__init__.py"
+    env = {"PYTHONPATH": os.pathsep.join([str(package), str(REPO / "tests" / "apps"),
+                                          str(REPO)])}
+    s = swarm(_config(nodes=2), env=env)
+    s.wait_ready()
+    before = s.status()
+    text = init.read_text()
+    assert f'__version__ = "{before["version"]}"' in text
+    init.write_text(text.replace(before["version"], before["version"] + "+deployed"))
+    mtime = init.stat().st_mtime + 2
+    os.utime(init, (mtime, mtime))
+    result = _reload(s)
+    assert result.returncode == 0, result.stderr
+    after = s.status()  # answered by the supervisor that runs the new code
+    assert after["version"] == before["version"] + "+deployed"
+    assert after["pid"] == before["pid"] == s.pid
+    out = s.output()
+    assert f"starting 2 node(s) from {s.config_path} (swarmd {before['version']})" in out
+
+
+def _config(**overrides: Any) -> dict[str, Any]:
+    from tests.process.harness import base_config
+
+    return base_config(**overrides)
+
+
+BROKEN_IMPORTS = {
+    "import error": ("import no_such_module_anywhere", "ModuleNotFoundError"),
+    "sys.exit at import": ("import sys\nsys.exit(3)", "called sys.exit(3)"),
+    "argparse at import": ("import argparse\nargparse.ArgumentParser().parse_args(['--bogus'])",
+                           "called sys.exit(2)"),
+    "exception at import": ("raise KeyError('surprise')", "KeyError"),
+    "hang at import": ("import time\ntime.sleep(3600)", "did not finish within timeouts.boot"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN_IMPORTS))
+@pytest.mark.parametrize("preload", [True, False])
+def test_a_version_that_cannot_be_imported_is_rejected_and_nothing_is_touched(
+        swarm, tmp_path, case, preload):
+    at_import, reason = BROKEN_IMPORTS[case]
+    app = DeployedApp(tmp_path)
+    app.write(1)
+    s = swarm(app.config(nodes=2, preload=preload, timeouts={"boot": "3s"}), env=app.env(),
+              watchdog_usec=WATCHDOG_USEC)
+    s.wait_ready()
+    pids = _pids(s)
+    app.write(2, at_import=at_import)
+    watch = Watch(s)
+    result = _reload(s)
+    messages = watch.stop()
+    assert result.returncode == 1
+    assert "deploy rejected: every node keeps running the old version" in result.stderr
+    assert reason in result.stderr, result.stderr
+    assert _pids(s) == pids and app.versions(s) == {0: 1, 1: 1}
+    assert s.status()["deploy"]["result"] == "rejected"
+    # READY=1 ends the RELOADING=1, and the loop kept the watchdog's rhythm meanwhile
+    assert [k for _, k, _ in messages if k in ("RELOADING", "READY")] == ["RELOADING", "READY"]
+    gaps = _watchdog_gaps(messages)
+    assert gaps and max(gaps) < WATCHDOG_USEC / 1e6, gaps
+
+
+def _alias_bomb() -> str:
+    lines = ['a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    for i in range(1, 9):
+        lines.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]")
+    return "\n".join(lines) + "\nnodes: 2\n"
+
+
+BROKEN_CONFIGS = {
+    "fifo": None,
+    "alias bomb": _alias_bomb(),
+    "nesting": "nodes: " + "[" * 3000 + "]" * 3000 + "\n",
+    "invalid": "nodes: many\n",
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN_CONFIGS))
+def test_a_config_that_cannot_be_read_is_rejected_and_the_loop_stays_on_time(swarm, case):
+    s = swarm(_config(nodes=2, timeouts={"boot": "3s"}), watchdog_usec=WATCHDOG_USEC)
+    s.wait_ready()
+    pids = _pids(s)
+    if BROKEN_CONFIGS[case] is None:
+        s.config_path.unlink()
+        os.mkfifo(s.config_path, 0o644)
+    else:
+        s.config_path.write_text(BROKEN_CONFIGS[case])
+    watch = Watch(s)
+    result = _reload(s)
+    messages = watch.stop()
+    assert result.returncode == 1, result.stderr
+    assert "rejected" in result.stderr and "keep" in result.stderr, result.stderr
+    assert _pids(s) == pids
+    assert s.status()["deploy"]["result"] == "rejected"
+    gaps = _watchdog_gaps(messages)
+    assert gaps and max(gaps) < WATCHDOG_USEC / 1e6, gaps
+
+
+def test_a_new_node_that_fails_rolls_every_slot_back_to_the_old_version(swarm, tmp_path):
+    app = DeployedApp(tmp_path)
+    app.write(1)
+    s = swarm(app.config(nodes=3, restart={"delay": "200ms"}), env=app.env())
+    s.wait_ready()
+    wait_for(lambda: set(app.versions(s).values()) == {1}, 10, "every node on version 1")
+    # Version 2 runs in slot 0, then crashes in slot 1 before its first report.
+    app.write(2, in_run="if node.id == 1:\n    raise RuntimeError('v2 is broken')")
+    result = _reload(s)
+    assert result.returncode == 1
+    assert re.search(r"deploy rolled back: slot 1: the new node exited with status 1 before "
+                     r"its first report; every slot runs the old version again",
+                     result.stderr), result.stderr
+    # Done means done: the fleet is whole, every slot on version 1 (slot 0 was put back).
+    assert app.versions(s) == {0: 1, 1: 1, 2: 1}
+    assert all(n["health"] == "healthy" for n in s.nodes().values())
+    deploy = s.status()["deploy"]
+    assert deploy["result"] == "rolled back" and deploy["reason"].startswith("slot 1:")
+    assert "swarmd err: deploy rolled back" in s.output()
+    # Nothing crash-loops on version 2: watched for a while, no node restarts.
+    pids = _pids(s)
+    stable_until = time.monotonic() + 2.0
+    while time.monotonic() < stable_until:
+        assert _pids(s) == pids
+        time.sleep(0.1)  # ok-sleep: watching that nothing changes
+    assert "restarts in" not in s.output()
+    # And the status table says how the last deploy went.
+    table = subprocess.run([sys.executable, "-m", "swarmd", "status", "--runtime-dir",
+                            str(s.runtime)], capture_output=True, text=True, timeout=30)
+    assert "last deploy: rolled back: slot 1:" in table.stdout
+
+
+def test_a_new_node_that_never_reports_is_rolled_back_after_timeouts_boot(swarm, tmp_path):
+    app = DeployedApp(tmp_path)
+    app.write(1)
+    s = swarm(app.config(nodes=2, timeouts={"boot": "2s"}), env=app.env())
+    s.wait_ready()
+    app.write(2, in_run="import time\ntime.sleep(3600)")
+    result = _reload(s)
+    assert result.returncode == 1
+    # (it sleeps through the TERM: KILL after timeouts.shutdown)
+    assert "slot 0: the new node killed by SIGKILL (hung: no first report within " \
+           "timeouts.boot (2s)) before its first report" in result.stderr, result.stderr
+    assert app.versions(s) == {0: 1, 1: 1}
+
+
+def test_a_hup_storm_runs_at_most_one_more_deploy(swarm, tmp_path):
+    s = swarm(_config(nodes=2))
+    s.wait_ready()
+    s.signal(signal.SIGHUP)
+    s.wait_output("loading the new version")
+    for _ in range(100):
+        s.signal(signal.SIGHUP)
+    wait_for(lambda: s.output().count("reloaded: 2 node(s) replaced") >= 2, 60,
+             "two deploys")
+    # Watched for a while: no third one follows.
+    settle = time.monotonic() + 3.0
+    while time.monotonic() < settle:
+        assert s.output().count("loading the new version") == 2, s.output()[-2000:]
+        time.sleep(0.1)  # ok-sleep: watching that nothing more happens
+    assert s.status()["mode"] == "running"
+
+
+def test_hup_hup_tstp_ends_the_deploy_quiet_and_nothing_queued_resurrects_nodes(swarm):
+    s = swarm(_config(nodes=2))
+    s.wait_ready()
+    s.signal(signal.SIGHUP)
+    s.wait_output("loading the new version")
+    s.signal(signal.SIGHUP)
+    s.signal(signal.SIGTSTP)
+    s.wait_status("quiet")
+    wait_for(lambda: all(n["pid"] is None for n in s.nodes().values()), 20,
+             "every node gone (a quieted steady node leaves)")
+    out_then = s.output()
+    settle = time.monotonic() + 3.0
+    while time.monotonic() < settle:
+        assert all(n["pid"] is None for n in s.nodes().values())
+        time.sleep(0.1)  # ok-sleep: watching that nothing is restarted
+    assert s.output().count("loading the new version") == 1
+    assert "started (pid" not in s.output()[len(out_then):]
+    assert s.status()["mode"] == "quiet"
+
+
+def _blocked(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as handle:
+        return next(int(line.split()[1], 16) for line in handle if line.startswith("SigBlk:"))
+
+
+def test_hup_tstp_and_ttin_before_ready_are_never_fatal(swarm):
+    """Sent from the moment swarmd's own first line runs (the signals are held then), through
+    the start, until READY=1."""
+    s = swarm(_config(nodes=2, app="swarmd_systemapps:late",
+                      env={"TESTAPP_BOOT_DELAY": "1.0"}))
+    hup_bit = 1 << (signal.SIGHUP - 1)
+    wait_for(lambda: not pid_alive(s.pid) or _blocked(s.pid) & hup_bit, 10,
+             "swarmd's first line")
+    sent = 0
+    while not s.notify.values("READY"):
+        for sig in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTSTP):
+            s.signal(sig)
+            sent += 1
+        time.sleep(0.01)  # ok-sleep: the pace of the signal storm
+        assert s.proc.poll() is None, s.output()
+    assert sent > 3
+    s.wait_status("quiet")  # the TSTPs came last: quiet
+    assert s.proc.poll() is None
+
+
+def test_a_stop_during_a_deploy_ends_it_and_stops(swarm, tmp_path):
+    app = DeployedApp(tmp_path)
+    app.write(1)
+    s = swarm(app.config(nodes=2), env=app.env())
+    s.wait_ready()
+    app.write(2, at_import="import time\ntime.sleep(3600)")
+    s.signal(signal.SIGHUP)
+    s.wait_output("loading the new version")
+    s.signal(signal.SIGTERM)
+    assert s.wait_exit() == 0
+    assert not [p for p in children(s.pid) if pid_alive(p)]
