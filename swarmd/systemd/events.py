@@ -32,6 +32,7 @@ KINDS: dict[str, Kind] = {
         Kind("swarmd.reloading", "f4a1b448f8454e61895714c9d560ca7e", 5),
         Kind("swarmd.reloaded", "b0ca2de0cdfb4d42ba684f57078fac66", 5),
         Kind("swarmd.reload_failed", "5b5aab10a9174747a5cd5f2a15f10697", 3),
+        Kind("swarmd.deploy_failed", "422bfeb5992340388824a6965c5a8dfd", 3),
         Kind("swarmd.quiet", "759aca88ec2443669561a295005b83c4", 5),
         Kind("swarmd.stopping", "8035ac3fee164f5380548df2eace908a", 5),
         Kind("swarmd.stopped", "684d14d136654ab4b7d4408c19ee34d5", 5),

@@ -175,6 +175,9 @@ def test_a_crash_traceback_is_one_entry_tagged_with_its_node(swarmd: Swarmd) -> 
     assert field(crashed, "SWARMD_EXIT_STATUS") == "1"
     assert field(crashed, "PRIORITY") == "3"
 
+    # The node sent its traceback itself, a moment before it exited: journald may store
+    # the supervisor's node.exited entry first.
+    swarmd.wait_message("boom in node 2", "SWARMD_NODE_ID=2")
     story = node_entries(swarmd, 2)
     boom = [e for e in story if "boom in node 2" in field(e, "MESSAGE")]
     assert len(boom) == 1, [field(e, "MESSAGE") for e in boom]
