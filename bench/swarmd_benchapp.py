@@ -4,7 +4,7 @@ Each app tells the bench what it did through datagrams to `$BENCH_SOCKET` (an AF
 socket the bench binds), stamped with the node's own CLOCK_MONOTONIC (one clock for every
 process on the host), so the bench's own scheduling delays never enter a figure:
 
-    up <id> <generation> <pid> <t_ns>          as the first report is written
+    up <id> <generation> <pid> <t_ns>          as the first report is written (every app)
     hang <id> <pid> <t_ns>                      a report was written at t_ns, then SIGSTOP
     cont <id> <pid> <t_ns>                      running again (the supervisor sent TERM + CONT)
     flood <pid> <t_ns> <written> <queued>       every 0.2 s: reports written, bytes still in
@@ -67,6 +67,16 @@ def idle(node: Node) -> int:
     while not node.stopping.is_set():
         node.healthy()
         node.stopping.wait(period)
+    return 0
+
+
+def quick_quiet(node: Node) -> int:
+    """idle, but a quieted node leaves at once (what a deploy's drain hopes for)."""
+    period = float(os.environ.get("BENCH_PERIOD", "1"))
+    _first_report(node)
+    while not node.stopping.is_set() and not node.quieting.is_set():
+        node.healthy()
+        node.quieting.wait(min(period, 0.05))
     return 0
 
 
