@@ -329,3 +329,36 @@ def test_a_stop_during_a_deploy_ends_it_and_stops(swarm, tmp_path):
     s.signal(signal.SIGTERM)
     assert s.wait_exit() == 0
     assert not [p for p in children(s.pid) if pid_alive(p)]
+
+
+FIRST_START_FAILURES = {
+    "sys.exit at import": ("import sys\nsys.exit(3)", "called sys.exit(3)"),
+    "exception at import": ("raise KeyError('surprise')", "KeyError: 'surprise'"),
+    "hang at import": ("import time\ntime.sleep(3600)", "did not finish within timeouts.boot"),
+    "crash at import": ("import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)",
+                        "killed by SIGSEGV while importing the app"),
+}
+
+
+@pytest.mark.parametrize("command", ["run", "check"])
+@pytest.mark.parametrize("case", sorted(FIRST_START_FAILURES))
+def test_the_first_start_and_check_refuse_an_app_that_cannot_be_imported(tmp_path, case,
+                                                                         command):
+    at_import, reason = FIRST_START_FAILURES[case]
+    app = DeployedApp(tmp_path)
+    app.write(1, at_import=at_import)
+    config = tmp_path / "swarmd.yaml"
+    import yaml
+
+    # preload off: the app is tried all the same (every node would import it)
+    config.write_text(yaml.safe_dump(app.config(nodes=2, preload=False,
+                                                timeouts={"boot": "2s"})))
+    env = {**os.environ, **app.env(), "RUNTIME_DIRECTORY": str(tmp_path / "run")}
+    env.pop("NOTIFY_SOCKET", None)
+    result = subprocess.run([sys.executable, "-m", "swarmd", command, "-c", str(config)],
+                            capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == 78, result.stderr
+    assert reason in result.stderr, result.stderr
+    assert f"{config} is not valid" in result.stderr
+    assert "started" not in result.stderr
+    assert not list(app.state.iterdir())  # no node ever ran
