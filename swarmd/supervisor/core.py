@@ -468,7 +468,8 @@ class Supervisor:
         self.fleet.write_held()
         state = self._state(outcome, waiters)
         try:
-            handover.execute(self, state)
+            handover.execute(state, argv=self.exec_argv,
+                             environment=self.notifier.environment(), signals=self.signals)
         except OSError as exc:  # still the old code, with every node: say so and go on
             if self.control is not None:
                 self.control.register(self.poller)

@@ -13,14 +13,12 @@ import base64
 import json
 import os
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from swarmd.node.process import NodeProcess, State, StopReason
 from swarmd.supervisor.backoff import Backoff
+from swarmd.supervisor.signals import SignalQueue
 from swarmd.supervisor.slot import DownReason, Slot
-
-if TYPE_CHECKING:
-    from swarmd.supervisor.core import Supervisor
 
 HANDOVER_ENV = "SWARMD_HANDOVER_FD"
 FORMAT = 1  # bumped when the state's shape changes in a way an older reader cannot take
@@ -101,9 +99,11 @@ def inherited_fds(state: dict[str, Any]) -> list[int]:
     return fds
 
 
-def execute(sup: Supervisor, state: dict[str, Any]) -> None:
-    """Re-execute this process into the swarmd code on disk. Returns only if the exec failed
-    (then every fd is private again and the signals are back)."""
+def execute(state: dict[str, Any], *, argv: list[str], environment: dict[str, str],
+            signals: SignalQueue) -> None:
+    """Re-execute this process (`argv`: how it was started) into the swarmd code on disk;
+    `environment` is what the supervisor took out of its own (the notify variables). Returns
+    only if the exec failed (then every fd is private again and the signals are back)."""
     fds = inherited_fds(state)
     memfd = os.memfd_create("swarmd-handover", 0)  # no MFD_CLOEXEC: the new code reads it
     data = json.dumps({"format": FORMAT, **state}).encode()
@@ -112,7 +112,7 @@ def execute(sup: Supervisor, state: dict[str, Any]) -> None:
         view = view[os.write(memfd, view):]
     os.lseek(memfd, 0, os.SEEK_SET)
     env = dict(os.environ)
-    env.update(sup.notifier.environment())  # taken out of ours at start, for the nodes' sake
+    env.update(environment)  # taken out of ours at start, for the nodes' sake
     env[HANDOVER_ENV] = str(memfd)
     for stream in (sys.stdout, sys.stderr):
         try:
@@ -120,16 +120,16 @@ def execute(sup: Supervisor, state: dict[str, Any]) -> None:
                 stream.flush()
         except (OSError, ValueError):
             pass
-    sup.signals.hold_for_exec()
+    signals.hold_for_exec()
     for fd in fds:
         os.set_inheritable(fd, True)
     try:
-        os.execve(sys.executable, sup.exec_argv, env)
+        os.execve(sys.executable, argv, env)
     except OSError:
         for fd in fds:
             os.set_inheritable(fd, False)
         os.close(memfd)
-        sup.signals.install()
+        signals.install()
         raise
 
 
