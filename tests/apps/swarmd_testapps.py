@@ -164,3 +164,25 @@ def soak(node: Node) -> int:
             return 0
         node.stopping.wait(PERIOD)
     return 0
+
+
+def booting_deaf(node: Node) -> int:
+    """Ignores TERM and never reports: a node stuck in its boot with its own handlers."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    print(f"deaf node {node.id} booting", flush=True)
+    while True:
+        time.sleep(3600)  # ok-sleep: the node app simulates a boot that never ends
+
+
+def daemonizer(node: Node) -> int:
+    """Starts TESTAPP_DAEMONS double-forked helpers that exit after a moment: orphans the
+    supervisor inherits (as a subreaper, or as PID 1 of a container), then runs steady."""
+    for _ in range(int(os.environ.get("TESTAPP_DAEMONS", "10"))):
+        pid = os.fork()
+        if pid == 0:
+            if os.fork() == 0:
+                os.setsid()
+                time.sleep(0.3)  # ok-sleep: the helper does a moment of work
+            os._exit(0)
+        os.waitpid(pid, 0)
+    return steady(node)

@@ -120,3 +120,36 @@ def test_the_handle_remembers_its_deadline() -> None:
     timer = timers.call_at(42.5, lambda: None)
     assert timer.when == 42.5
     assert not timer.cancelled
+
+
+def test_a_cancelled_timer_lets_go_of_its_callback_at_once() -> None:
+    import gc
+    import weakref
+
+    class Node:  # stands for what a dead node's timers hold through their closures
+        def check(self) -> None:
+            pass
+
+    node = Node()
+    gone = weakref.ref(node)
+    timers = Timers()
+    timer = timers.call_at(1e9, node.check)
+    del node
+    gc.collect()
+    assert gone() is not None
+    timer.cancel()
+    gc.collect()
+    assert gone() is None
+    assert timers.run_due(2e9) == 0
+
+
+def test_cancelled_timers_do_not_pile_up_in_the_heap() -> None:
+    """A crash loop with long timeouts: every restart sets far deadlines and cancels them."""
+    ran, cb = recorder()
+    timers = Timers()
+    timers.call_at(5.0, cb("kept"))
+    for i in range(100_000):
+        timers.call_at(1e6 + i, cb("far")).cancel()
+    assert timers.held() < 600
+    assert len(timers) == 1
+    assert timers.run_due(1e9) == 1 and ran == ["kept"]
