@@ -74,7 +74,7 @@ class MetricUpdates:
     buckets summed, the last gauge value kept, observations listed (binned by the store)."""
 
     __slots__ = ("declarations", "counters", "gauges", "histograms", "observations", "lines",
-                 "dropped", "_observed")
+                 "dropped", "size", "_observed")
 
     def __init__(self) -> None:
         self.declarations: dict[str, Declaration] = {}
@@ -84,11 +84,11 @@ class MetricUpdates:
         self.observations: dict[Key, list[float]] = {}
         self.lines = 0  # metric lines read, malformed ones included
         self.dropped = 0  # updates beyond the batch's bounds
+        self.size = 0  # series updated (keys of the four dicts)
         self._observed = 0
 
     def series(self) -> int:
-        return (len(self.counters) + len(self.gauges) + len(self.histograms)
-                + len(self.observations))
+        return self.size
 
     def merge(self, other: MetricUpdates) -> None:
         """Fold a later batch of the same pipe into this one (several reads per wake-up)."""
@@ -107,6 +107,8 @@ class MetricUpdates:
             self.observations.setdefault(key, []).extend(observed)
         self.lines += other.lines
         self.dropped += other.dropped
+        self.size = (len(self.counters) + len(self.gauges) + len(self.histograms)
+                     + len(self.observations))
 
     def __repr__(self) -> str:
         return (f"MetricUpdates(declarations={self.declarations!r}, counters={self.counters!r}, "
@@ -130,13 +132,49 @@ class MetricLineParser:
     def __init__(self) -> None:
         self._labels: dict[tuple[bytes, bool], str] = {}  # (raw text, histogram?) -> canonical
         self._names: dict[tuple[int, bytes], str] = {}
+        # b'c jobs_total{q="a"}' -> (op, key): a line "<head> <one number>" whose head passed
+        # every check before skips the regex and the label parsing
+        self._heads: dict[bytes, tuple[int, Key]] = {}
 
     def parse(self, lines: list[bytes], updates: MetricUpdates, errors: list[str]) -> None:
         """Apply `lines` (each a metric line without its newline) to `updates`; every problem
         becomes a message in `errors` (at most MAX_ERRORS_PER_BATCH, then a count)."""
         bad: dict[str, int] = {}
+        heads = self._heads
+        counters, gauges = updates.counters, updates.gauges
+        updates.lines += len(lines)
         for line in lines:
-            updates.lines += 1
+            if line[0] == 0x68:  # h: many numbers after the head
+                problem = self._histogram_line(line, updates)
+                if problem is not None:
+                    bad[problem] = bad.get(problem, 0) + 1
+                continue
+            head, _, value = line.rpartition(b" ")
+            known = heads.get(head)
+            if known is not None and b"_" not in value:
+                op, key = known
+                try:
+                    number: float | None = float(value)
+                except ValueError:
+                    number = None  # the checked path below says what is wrong
+                if number is None:
+                    pass
+                elif op == 0x63:  # c: the usual line
+                    if 0 <= number < math.inf:
+                        if key in counters:
+                            counters[key] += number
+                            continue
+                        if updates.size < MAX_SERIES_PER_BATCH:
+                            counters[key] = number
+                            updates.size += 1
+                            continue
+                elif key in gauges:  # g
+                    gauges[key] = number
+                    continue
+                elif updates.size < MAX_SERIES_PER_BATCH:
+                    gauges[key] = number
+                    updates.size += 1
+                    continue
             problem = self._line(line, updates)
             if problem is not None:
                 bad[problem] = bad.get(problem, 0) + 1
@@ -150,6 +188,19 @@ class MetricLineParser:
             errors.append(f"{updates.dropped} metric updates dropped: one read may carry at most "
                           f"{MAX_SERIES_PER_BATCH} series and {MAX_OBSERVATIONS_PER_BATCH} "
                           f"observations; send less or flush more often")
+
+    def _histogram_line(self, line: bytes, updates: MetricUpdates) -> str | None:
+        """An `h` line: its head (up to the labels' brace, or the name) is looked up like the
+        others' and its numbers checked by _histogram; an unknown head takes _line."""
+        end = line.rfind(b"} ") + 1 or line.find(b" ", 2)
+        known = self._heads.get(line[:end]) if end > 0 else None
+        if known is None or b"_" in line[end:]:
+            return self._line(line, updates)
+        try:
+            numbers = [float(token) for token in line[end:].split()]
+        except ValueError:
+            return self._line(line, updates)
+        return _histogram(known[1][0], known[1], numbers, updates, line)
 
     def _line(self, line: bytes, updates: MetricUpdates) -> str | None:
         if len(line) > MAX_LINE:
@@ -186,23 +237,33 @@ class MetricLineParser:
         except ValueError:
             return f"metric line {_show(line)}: expected numbers after the series, got {rest!r}"
         if op == 0x68:  # h
+            end = line.rfind(b"} ") + 1 or line.find(b" ", 2)
+            if line[:end] == line[:match.end(3) if labels_b is not None else match.end(2)]:
+                self._remember(self._heads, line[:end], (op, key))  # type: ignore[arg-type]
             return _histogram(name, key, numbers, updates, line)
         if len(numbers) != 1:
             return f"metric line {_show(line)}: expected one number after the series"
         value = numbers[0]
+        head = line[:-len(rest) - 1] if rest else b""
+        if op != 0x6F and line[len(head):len(head) + 1] == b" " and rest == line[len(head) + 1:]:
+            self._remember(self._heads, head, (op, key))  # type: ignore[arg-type]
         if op == 0x63:  # c
             if not 0 <= value < math.inf:
                 return f"counter {name}: an increase must be a finite number >= 0, got {value!r}"
             counters = updates.counters
             if key in counters:
                 counters[key] += value
-            elif updates.series() < MAX_SERIES_PER_BATCH:
+            elif updates.size < MAX_SERIES_PER_BATCH:
                 counters[key] = value
+                updates.size += 1
             else:
                 updates.dropped += 1
         elif op == 0x67:  # g
-            if key in updates.gauges or updates.series() < MAX_SERIES_PER_BATCH:
+            if key in updates.gauges:
                 updates.gauges[key] = value
+            elif updates.size < MAX_SERIES_PER_BATCH:
+                updates.gauges[key] = value
+                updates.size += 1
             else:
                 updates.dropped += 1
         else:  # o
@@ -210,10 +271,11 @@ class MetricLineParser:
                 return f"histogram {name}: cannot observe NaN"
             observed = updates.observations.get(key)
             if updates._observed >= MAX_OBSERVATIONS_PER_BATCH or (
-                    observed is None and updates.series() >= MAX_SERIES_PER_BATCH):
+                    observed is None and updates.size >= MAX_SERIES_PER_BATCH):
                 updates.dropped += 1
             elif observed is None:
                 updates.observations[key] = [value]
+                updates.size += 1
                 updates._observed += 1
             else:
                 observed.append(value)
@@ -270,7 +332,8 @@ def _histogram(name: str, key: Key, numbers: list[float], updates: MetricUpdates
         return (f"histogram {name}: expected COUNT SUM and one count per bucket (1 to "
                 f"{MAX_BUCKETS}) in {_show(line)}")
     count, total, *counts = numbers
-    if not all(0 <= n < math.inf and n == int(n) for n in (count, *counts)):
+    whole = numbers[:1] + counts
+    if min(whole) < 0 or not all(map(float.is_integer, whole)):  # inf and nan are not whole
         return f"histogram {name}: counts must be whole numbers >= 0 in {_show(line)}"
     if sum(counts) > count:
         return f"histogram {name}: the buckets hold more than COUNT observations in {_show(line)}"
@@ -278,10 +341,11 @@ def _histogram(name: str, key: Key, numbers: list[float], updates: MetricUpdates
         return f"histogram {name}: SUM is NaN in {_show(line)}"
     mine = updates.histograms.get(key)
     if mine is None:
-        if updates.series() >= MAX_SERIES_PER_BATCH:
+        if updates.size >= MAX_SERIES_PER_BATCH:
             updates.dropped += 1
             return None
         updates.histograms[key] = numbers
+        updates.size += 1
     elif len(mine) != len(numbers):
         return f"histogram {name}: bucket counts of different lengths in one read"
     else:

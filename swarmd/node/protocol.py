@@ -10,7 +10,13 @@ swarmd.metrics.wire); they are not reports, and a batch carries them coalesced p
 from __future__ import annotations
 
 from swarmd.config.health import MAX_CODE
-from swarmd.metrics.wire import MAX_LINE, MetricLineParser, MetricUpdates, is_metric_line
+from swarmd.metrics.wire import (
+    KEYWORDS,
+    MAX_LINE,
+    MetricLineParser,
+    MetricUpdates,
+    is_metric_line,
+)
 
 MAX_HEALTH_LINE = 16  # "255\n" needs 4; anything far longer is garbage, not a slow writer
 MAX_METRIC_LINE = MAX_LINE  # an unterminated line that starts like a metric line may be longer
@@ -120,7 +126,7 @@ class HealthParser:
     def _metric_lines(self, lines: list[bytes], batch: HealthBatch) -> list[bytes]:
         """Parse the metric lines (in their order: a gauge's last value wins) into
         batch.metrics; returns the other lines, for the codes' path."""
-        metric = [line for line in lines if is_metric_line(line)]
+        metric = [line for line in lines if line[1:2] == b" " and line[0] in KEYWORDS]
         if not metric:
             return lines
         if self._metric_parser is None:
@@ -129,7 +135,7 @@ class HealthParser:
         self._metric_parser.parse(metric, batch.metrics, batch.errors)
         if len(metric) == len(lines):
             return []
-        return [line for line in lines if not is_metric_line(line)]
+        return [line for line in lines if not (line[1:2] == b" " and line[0] in KEYWORDS)]
 
     def close(self) -> HealthBatch:
         """The pipe hit EOF: an unterminated last line is still a report if it parses."""

@@ -235,3 +235,36 @@ def test_merge_folds_a_later_read() -> None:
     alone = feed(b"0\n")
     alone.merge(feed(b"c jobs 1\n"))
     assert alone.metrics is not None and alone.metrics.counters == {("jobs_total", ""): 1.0}
+
+
+@pytest.mark.parametrize("good, bad, message", [
+    (b"c jobs 1", b"c jobs -1", ">= 0"),
+    (b"c jobs 1", b"c jobs nan", ">= 0"),
+    (b"c jobs 1", b"c jobs 1_0", "expected numbers"),
+    (b"c jobs 1", b"c jobs x", "expected numbers"),
+    (b"c jobs 1", b"c jobs 1 2", "expected one number"),
+    (b"c jobs 1", b"c jobs ", "expected one number"),
+    (b"g depth 1", b"g depth x", "expected numbers"),
+    (b"g depth 1", b"g depth 1 2", "expected one number"),
+])
+def test_a_series_seen_before_is_checked_as_strictly(good: bytes, bad: bytes,
+                                                     message: str) -> None:
+    """Lines of a known series skip the regex (bench/metrics_render.py): not the checks."""
+    parser = HealthParser()
+    assert parser.feed(good + b"\n").errors == []
+    batch = parser.feed(bad + b"\n" + good + b"\n")
+    assert len(batch.errors) == 1 and message in batch.errors[0], batch.errors
+    assert batch.metrics is not None and batch.metrics.size == 1
+
+
+def test_known_series_take_the_short_way_with_the_same_result() -> None:
+    parser = HealthParser()
+    flush = b'c jobs{q="a"} 1\ng depth{q="a"} 3\nc jobs{q="b"} 2\ng depth{q="a"} nan\n'
+    first = parser.feed(flush)
+    second = parser.feed(flush)
+    assert first.errors == second.errors == []
+    assert first.metrics is not None and second.metrics is not None
+    assert first.metrics.counters == second.metrics.counters == {
+        ("jobs_total", 'q="a"'): 1.0, ("jobs_total", 'q="b"'): 2.0}
+    assert list(second.metrics.gauges) == [("depth", 'q="a"')]
+    assert second.metrics.size == 3 and second.metrics.lines == 4
