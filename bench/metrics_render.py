@@ -15,6 +15,7 @@ import socket
 import statistics
 import sys
 import time
+from functools import partial
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
@@ -37,11 +38,11 @@ def app_registry(series: int, histograms: int) -> tuple[Registry, list]:  # type
     updates = []
     for i in range(series):
         if i % 3 == 2:
-            updates.append(lambda g=depth.labels(f"q{i}"), i=i: g.set(i))
+            updates.append(partial(depth.labels(f"q{i}").set, i))
         else:
-            updates.append(lambda c=jobs.labels(f"q{i}", "ok"): c.inc())
+            updates.append(jobs.labels(f"q{i}", "ok").inc)
     for i in range(histograms):
-        updates.append(lambda h=took.labels(f"q{i}"), i=i: h.observe(0.001 * i))
+        updates.append(partial(took.labels(f"q{i}").observe, 0.001 * i))
     return registry, updates
 
 
@@ -137,6 +138,32 @@ def scrape_through_endpoint(store: MetricStore, sample: FleetSample, rounds: int
         os.waitpid(pid, 0)
 
 
+def one_shape(args: argparse.Namespace, histograms: int) -> None:
+    series = args.series - histograms
+    store, sample, flush = build(args.nodes, series, histograms)
+    body = render(sample, store)
+    what = (f"{args.nodes} nodes x {series} series" +
+            (f" + {histograms} histograms" if histograms else ""))
+    lines = body.count(b"\n")
+    print(f"-- {what}: {store.total_series} app samples, {lines} lines, {len(body)} bytes")
+    show("render fleet + app series", *timed(lambda: render(sample, store), args.rounds))
+    show("render the fleet's series only", *timed(lambda: render(sample, None), args.rounds))
+    show("render the app series only", *timed(lambda: render(None, store), args.rounds))
+    parser = HealthParser()
+    parser.feed(flush)  # names and label texts are cached from the second flush on
+
+    def take_in() -> None:
+        batch = parser.feed(flush)
+        store.apply(1, batch.metrics)  # type: ignore[arg-type]
+
+    walls, cpus = timed(take_in, args.rounds * 20)
+    flush_lines = flush.count(b"\n")
+    show(f"take in one node's flush ({flush_lines} lines: parse + apply)", walls, cpus, 1e6,
+         "us")
+    if histograms == 0:
+        scrape_through_endpoint(store, sample, args.rounds)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--nodes", type=int, default=256)
@@ -145,29 +172,7 @@ def main() -> None:
     args = parser.parse_args()
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cpus")
     for histograms in (0, 2):
-        series = args.series - histograms
-        store, sample, flush = build(args.nodes, series, histograms)
-        body = render(sample, store)
-        what = (f"{args.nodes} nodes x {series} series" +
-                (f" + {histograms} histograms" if histograms else ""))
-        lines = body.count(b"\n")
-        print(f"-- {what}: {store.total_series} app samples, {lines} lines, "
-              f"{len(body)} bytes")
-        show("render fleet + app series", *timed(lambda: render(sample, store), args.rounds))
-        show("render the fleet's series only", *timed(lambda: render(sample, None), args.rounds))
-        show("render the app series only", *timed(lambda: render(None, store), args.rounds))
-        parser_ = HealthParser()
-        parser_.feed(flush)  # names and label texts are cached from the second flush on
-        lines = flush.count(b"\n")
-
-        def take_in() -> None:
-            batch = parser_.feed(flush)
-            store.apply(1, batch.metrics)  # type: ignore[arg-type]
-
-        walls, cpus = timed(take_in, args.rounds * 20)
-        show(f"take in one node's flush ({lines} lines: parse + apply)", walls, cpus, 1e6, "us")
-        if histograms == 0:
-            scrape_through_endpoint(store, sample, args.rounds)
+        one_shape(args, histograms)
     print(f"max RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss} KiB")
 
 

@@ -83,6 +83,12 @@ class _Metric(_Item):
 
     def labels(self, *values: object, **named: object) -> Any:
         """The child for these label values (made once, then looked up)."""
+        try:
+            child = self._children.get(values)  # type: ignore[arg-type]
+        except TypeError:  # an unhashable value: it is made a string below
+            child = None
+        if child is not None:  # the usual call: values seen before, as given
+            return child
         if named:
             if values:
                 raise ValueError(f"{self.name}: give label values by position or by name, "
@@ -105,6 +111,11 @@ class _Metric(_Item):
             if child is None:
                 child = self._child(dict(zip(self._labelnames, key, strict=True)))
                 self._children[key] = child
+            if values != key and not named:  # labels(7) finds the child of "7" at once
+                try:
+                    self._children[values] = child  # type: ignore[index]
+                except TypeError:  # unhashable values: the slower way each time
+                    pass
         return child
 
     def _child(self, labels: dict[str, str]) -> _Metric:

@@ -176,6 +176,13 @@ def test_label_values_are_escaped_and_ordered_by_name() -> None:
     assert registry.flush() == b'c jobs_total{kind="7",queue="a\\"b\\\\c\\nd"} 1\n'
 
 
+def test_label_values_are_strings_however_given() -> None:
+    registry = Registry()
+    jobs = registry.counter("jobs", "x", ["queue"])
+    assert jobs.labels(7) is jobs.labels("7") is jobs.labels(queue=7) is jobs.labels(7)
+    assert jobs.labels(["a"]) is jobs.labels("['a']")
+
+
 def test_gauge_inc_dec_and_histogram_time() -> None:
     registry = Registry()
     depth = registry.gauge("depth", "x")

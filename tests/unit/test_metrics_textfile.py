@@ -1,4 +1,4 @@
-"""TextfileWriter: the file is replaced whole by a forked writer whose end the loop sees on its
+"""TextfileWriter: the file is replaced whole by a spawned writer whose end the loop sees on its
 pidfd; a writer stuck on its file (a FIFO nobody reads stands in for a hung disk) never holds
 the loop and is killed; errors are told once."""
 
@@ -42,7 +42,7 @@ def loop() -> Iterator[Loop]:
     made.poller.close()
 
 
-def test_the_file_is_written_by_a_child_and_replaced_whole(loop: Loop, tmp_path: Path) -> None:
+def test_the_file_is_written_by_a_helper_and_replaced_whole(loop: Loop, tmp_path: Path) -> None:
     path = tmp_path / "swarmd.prom"
     path.write_bytes(b"old\n")
     writer = loop.writer(path, interval=3600)
@@ -108,9 +108,10 @@ def test_close_removes_the_file_once_a_writer_is_gone(loop: Loop, tmp_path: Path
     writer._tick()  # a writer stuck on the FIFO
     assert writer._pid is not None
     writer.close()
-    assert loop.poller.fds() == []
     wait_for(lambda: not path.exists() and not os.path.exists(temporary_path(str(path))), 5,
              "the remover to remove both files")
+    wait_for(lambda: loop.turn() and loop.poller.fds() == [], 5, "the writer and the remover "
+                                                                 "reaped from the loop")
 
 
 def test_a_failing_render_is_an_error_not_an_exception(loop: Loop, tmp_path: Path) -> None:
