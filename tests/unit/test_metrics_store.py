@@ -3,6 +3,8 @@ going with their process, the caps, and the type rules (swarmd.metrics.store).""
 
 from __future__ import annotations
 
+import pytest
+
 from swarmd.metrics.exposition import render
 from swarmd.metrics.store import MAX_EVENTS_PER_NODE, Caps, EventKind, MetricStore
 from swarmd.metrics.wire import MetricUpdates
@@ -185,3 +187,29 @@ def test_help_comes_from_the_last_declaration_or_a_placeholder() -> None:
         in text(store)
     store.apply(0, updates(b"t counter jobs Jobs done.\n"))
     assert "# HELP jobs_total Jobs done.\n# TYPE jobs_total counter\n" in text(store)
+
+
+def test_a_snapshot_carries_the_store_over_a_hand_over() -> None:
+    import json
+
+    store = MetricStore(Caps(series_per_node=100, series=1000))
+    store.apply(0, updates(b't histogram took 1,2 x\nh took 3 4.5 1 1\nc jobs{q="a"} 5\n'
+                           b"g depth nan\nt counter jobs Jobs done.\n"))
+    store.apply(1, updates(b"c jobs 2\n"))
+    store.apply(1, HealthParser().feed(b"g jobs_total 1\n").metrics)  # type: ignore[arg-type]
+    data = json.loads(json.dumps(store.snapshot()))
+    again = MetricStore.restore(data, store.caps)
+    assert text(again) == text(store)
+    assert again.total_series == store.total_series == 8  # 5 for took, 3 plain
+    assert list(again.node_stats()) == list(store.node_stats())
+    again.apply(0, updates(b"h took 1 1 0 1\n"))  # no declaration needed again
+    assert 'took_count{node="0"} 4.0' in text(again)
+    again.apply(0, updates(b'c jobs{q="a"} 1\n'))
+    assert again.value("jobs_total", 0, 'q="a"') == 6.0
+
+
+@pytest.mark.parametrize("data", [None, {}, {"version": 2}, {"version": 1, "nodes": {},
+                                  "families": [{"name": "x", "kind": "summary"}]}])
+def test_a_bad_snapshot_is_refused_plainly(data: object) -> None:
+    with pytest.raises(ValueError, match="not a metrics snapshot"):
+        MetricStore.restore(data)
