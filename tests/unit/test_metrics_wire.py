@@ -268,3 +268,33 @@ def test_known_series_take_the_short_way_with_the_same_result() -> None:
         ("jobs_total", 'q="a"'): 1.0, ("jobs_total", 'q="b"'): 2.0}
     assert list(second.metrics.gauges) == [("depth", 'q="a"')]
     assert second.metrics.size == 3 and second.metrics.lines == 4
+
+
+def test_a_shell_writes_metric_lines_with_echo() -> None:
+    """What a command node does: plain echo to $SWARMD_HEALTH_FD, one line per write."""
+    import os
+    import subprocess
+
+    r, w = os.pipe()
+    script = ('echo "t counter jobs Jobs done, by queue." >&$SWARMD_HEALTH_FD\n'
+              'for q in a b a; do echo "c jobs{queue=\\"$q\\"} 1" >&$SWARMD_HEALTH_FD; done\n'
+              'echo "g queue_depth 3" >&$SWARMD_HEALTH_FD\n'
+              'echo "o job_seconds 0.25" >&$SWARMD_HEALTH_FD\n'
+              'echo 0 >&$SWARMD_HEALTH_FD\n')
+    try:
+        subprocess.run(["sh", "-c", script], check=True, timeout=30,  # fd 3, as swarmd does:
+                       preexec_fn=lambda: os.dup2(w, 3), close_fds=False,  # dash: 1 digit
+                       env={"SWARMD_HEALTH_FD": "3", "PATH": os.environ["PATH"]})
+        os.close(w)
+        data = b""
+        while chunk := os.read(r, 65536):
+            data += chunk
+    finally:
+        os.close(r)
+    batch = feed(data)
+    assert (batch.worst, batch.errors) == (0, [])
+    assert batch.metrics is not None
+    assert batch.metrics.counters == {("jobs_total", 'queue="a"'): 2.0,
+                                      ("jobs_total", 'queue="b"'): 1.0}
+    assert batch.metrics.gauges == {("queue_depth", ""): 3.0}
+    assert batch.metrics.observations == {("job_seconds", ""): [0.25]}
