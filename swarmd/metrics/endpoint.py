@@ -44,6 +44,7 @@ class _State(enum.Enum):
     READING = "reading"
     WRITING = "writing"
     CLOSING = "closing"  # answered; waiting for the client's close
+    CLOSED = "closed"
 
 
 class _Client:
@@ -177,7 +178,7 @@ class MetricsEndpoint:
             self._read(client)
         elif client.state is _State.WRITING:
             self._write(client)
-        else:
+        elif client.state is _State.CLOSING:
             self._drain(client)
 
     def _read(self, client: _Client) -> None:
@@ -292,6 +293,7 @@ class MetricsEndpoint:
             client.timer = self._timers.call_at(due, partial(self._check, client))
 
     def _close(self, client: _Client) -> None:
+        client.state = _State.CLOSED
         if self._clients.get(client.fd) is client:
             del self._clients[client.fd]
             self._poller.unregister(client.sock)
