@@ -10,11 +10,15 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import weakref
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from swarmd.config.health import MAX_CODE
-from swarmd.metrics.node import Registry
+
+if TYPE_CHECKING:  # imported at the first use of node.metrics: the supervisor never needs it
+    import weakref
+
+    from swarmd.metrics.node import Registry
 
 METRICS_FLUSH_INTERVAL = 1.0  # seconds: metrics reach the supervisor this often at least
 
@@ -44,6 +48,8 @@ class Node:
     def metrics(self) -> Registry:
         """Counters, gauges and histograms, sent with the reports and at least once a second."""
         if self._metrics is None:
+            from swarmd.metrics.node import Registry
+
             self._metrics = Registry(on_first_metric=self._start_flusher)
         return self._metrics
 
@@ -131,6 +137,8 @@ class Node:
     def _start_flusher(self) -> None:
         """At the first metric: a thread that flushes every metrics_interval, so counters
         flow even when the app reports rarely (a report flushes them too)."""
+        import weakref
+
         me = weakref.ref(self)  # a process the app forks must not inherit a held lock
         os.register_at_fork(after_in_child=lambda: _fresh_lock(me))
         threading.Thread(target=self._flush_loop, name="swarmd-metrics", daemon=True).start()

@@ -14,6 +14,8 @@ HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 MAX_NAME = 200
 MAX_LABELS = 16
 MAX_BUCKETS = 64
+MAX_LINE = 4096  # bytes in one metric line on a health pipe
+KEYWORDS = frozenset(b"tcgoh")  # first byte of a metric line, followed by a space
 DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5,
                    10.0)
 
@@ -22,6 +24,10 @@ class Kind(enum.Enum):
     COUNTER = "counter"
     GAUGE = "gauge"
     HISTOGRAM = "histogram"
+
+
+def is_metric_line(line: bytes) -> bool:
+    return line[1:2] == b" " and line[0] in KEYWORDS
 
 
 def check_name(name: object, kind: Kind) -> str:

@@ -34,21 +34,23 @@ from typing import NamedTuple
 
 from swarmd.metrics.names import (
     DEFAULT_BUCKETS,
+    KEYWORDS,
     MAX_BUCKETS,
     MAX_LABELS,
+    MAX_LINE,
     Kind,
     check_buckets,
     check_label_name,
     check_name,
     escape_label_value,
+    is_metric_line,
 )
 
-MAX_LINE = 4096
+__all__ = ["KEYWORDS", "MAX_LINE", "is_metric_line"]  # also here, with the rest of the format
 MAX_SERIES_PER_BATCH = 4096
 MAX_OBSERVATIONS_PER_BATCH = 16384
 MAX_DECLARATIONS_PER_BATCH = 1024
 MAX_ERRORS_PER_BATCH = 8
-KEYWORDS = frozenset(b"tcgoh")  # first byte of a metric line, followed by a space
 _KINDS = {b"counter": Kind.COUNTER, b"gauge": Kind.GAUGE, b"histogram": Kind.HISTOGRAM}
 _OP_KIND = {0x63: Kind.COUNTER, 0x67: Kind.GAUGE, 0x6F: Kind.HISTOGRAM, 0x68: Kind.HISTOGRAM}
 _VALUE = rb'"(?:[^"\\\n]|\\.)*"'
@@ -117,10 +119,6 @@ class MetricUpdates:
                 f"dropped={self.dropped})")
 
 
-def is_metric_line(line: bytes) -> bool:
-    return len(line) > 1 and line[0] in KEYWORDS and line[1] == 0x20
-
-
 def _show(line: bytes) -> str:
     return repr(line[:60]) + ("..." if len(line) > 60 else "")
 
@@ -135,6 +133,12 @@ class MetricLineParser:
         # b'c jobs_total{q="a"}' -> (op, key): a line "<head> <one number>" whose head passed
         # every check before skips the regex and the label parsing
         self._heads: dict[bytes, tuple[int, Key]] = {}
+
+    def updates(self, lines: list[bytes], errors: list[str]) -> MetricUpdates:
+        """A new MetricUpdates of `lines`; problems go to `errors`."""
+        updates = MetricUpdates()
+        self.parse(lines, updates, errors)
+        return updates
 
     def parse(self, lines: list[bytes], updates: MetricUpdates, errors: list[str]) -> None:
         """Apply `lines` (each a metric line without its newline) to `updates`; every problem

@@ -9,14 +9,13 @@ swarmd.metrics.wire); they are not reports, and a batch carries them coalesced p
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from swarmd.config.health import MAX_CODE
-from swarmd.metrics.wire import (
-    KEYWORDS,
-    MAX_LINE,
-    MetricLineParser,
-    MetricUpdates,
-    is_metric_line,
-)
+from swarmd.metrics.names import KEYWORDS, MAX_LINE, is_metric_line
+
+if TYPE_CHECKING:  # imported at the first metric line: most fleets send none
+    from swarmd.metrics.wire import MetricLineParser, MetricUpdates
 
 MAX_HEALTH_LINE = 16  # "255\n" needs 4; anything far longer is garbage, not a slow writer
 MAX_METRIC_LINE = MAX_LINE  # an unterminated line that starts like a metric line may be longer
@@ -129,10 +128,12 @@ class HealthParser:
         metric = [line for line in lines if line[1:2] == b" " and line[0] in KEYWORDS]
         if not metric:
             return lines
-        if self._metric_parser is None:
-            self._metric_parser = MetricLineParser()
-        batch.metrics = MetricUpdates()
-        self._metric_parser.parse(metric, batch.metrics, batch.errors)
+        parser = self._metric_parser
+        if parser is None:
+            from swarmd.metrics.wire import MetricLineParser
+
+            parser = self._metric_parser = MetricLineParser()
+        batch.metrics = parser.updates(metric, batch.errors)
         if len(metric) == len(lines):
             return []
         return [line for line in lines if not (line[1:2] == b" " and line[0] in KEYWORDS)]
