@@ -21,8 +21,7 @@ from swarmd.metrics.wire import Declaration, MetricUpdates
 
 NO_HELP = "An app metric of swarmd's nodes (the app gave no help text)."
 MAX_FAMILIES = 2048
-MAX_EVENTS_PER_NODE = 32
-SNAPSHOT_VERSION = 1  # distinct events told per node process; more are only counted
+MAX_EVENTS_PER_NODE = 32  # distinct events told per node process; more are only counted
 
 
 class Caps(NamedTuple):
@@ -295,69 +294,18 @@ class MetricStore:
             slot.told.add(key)
             events.append(MetricsEvent(kind, node, family, message))
 
-    # ---- the hand-over to a supervisor running new code -------------------------------------
+    # ---- the hand-over to a supervisor running new code (swarmd.metrics.snapshot) ----------
 
     def snapshot(self) -> dict[str, Any]:
-        """Everything the store holds as plain data (json.dumps takes it), for a supervisor that
-        re-executes itself with its nodes handed over: counters must not go back, and nodes
-        that declared their histograms before will not declare them again."""
-        families = []
-        for family in self._families.values():
-            slots: dict[str, list[list[Any]]] = {}
-            for node, held in family.slots.items():
-                slots[str(node)] = [
-                    [labels, series.value] if isinstance(series, _Series)
-                    else [labels, list(series.bounds), series.counts, series.sum, series.count]
-                    for labels, series in held.items()]
-            families.append({"name": family.name, "kind": family.kind.value,
-                             "help": family.help, "slots": slots})
-        nodes = {str(node): {"buckets": {name: list(bounds)
-                                         for name, bounds in slot.buckets.items()},
-                             "refused": slot.refused}
-                 for node, slot in self._slots.items()}
-        return {"version": SNAPSHOT_VERSION, "families": families, "nodes": nodes}
+        from swarmd.metrics.snapshot import snapshot
+
+        return snapshot(self)
 
     @classmethod
     def restore(cls, data: Any, caps: Caps | None = None) -> MetricStore:
-        """The store a snapshot() describes; ValueError when it is not one (the caller then
-        starts empty: counters reset once, which Prometheus handles as a restart)."""
-        store = cls(caps)
-        try:
-            if data["version"] != SNAPSHOT_VERSION:
-                raise ValueError(f"snapshot version {data['version']!r}")
-            for node_text, info in data["nodes"].items():
-                slot = store._slots[int(node_text)] = _Slot()
-                slot.buckets = {str(name): tuple(float(b) for b in bounds)
-                                for name, bounds in info["buckets"].items()}
-                slot.refused = int(info["refused"])
-            for entry in data["families"]:
-                family = _Family(str(entry["name"]), Kind(entry["kind"]), str(entry["help"]))
-                store._families[family.name] = family
-                for node_text, rows in entry["slots"].items():
-                    node = int(node_text)
-                    slot = store._slots.setdefault(node, _Slot())
-                    held = family.slots[node] = {}
-                    for row in rows:
-                        labels = str(row[0])
-                        full = f'node="{node}",{labels}' if labels else f'node="{node}"'
-                        if family.kind is Kind.HISTOGRAM:
-                            histogram = _Histogram(family.name, full,
-                                                   tuple(float(b) for b in row[1]))
-                            if len(row[2]) != len(histogram.counts):
-                                raise ValueError(f"{family.name}: bucket counts do not fit")
-                            histogram.counts = [float(n) for n in row[2]]
-                            histogram.sum, histogram.count = float(row[3]), float(row[4])
-                            held[labels] = histogram
-                        else:
-                            series = _Series(f"{family.name}{{{full}}}")
-                            series.value = float(row[1])
-                            held[labels] = series
-                        cost = _cost(held[labels])
-                        slot.series += cost
-                        store._total += cost
-        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
-            raise ValueError(f"not a metrics snapshot: {exc!r}") from None
-        return store
+        from swarmd.metrics.snapshot import restore
+
+        return restore(cls(caps), data)
 
     # ---- reading -------------------------------------------------------------------------
 

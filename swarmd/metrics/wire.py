@@ -34,7 +34,6 @@ from typing import NamedTuple
 
 from swarmd.metrics.names import (
     DEFAULT_BUCKETS,
-    KEYWORDS,
     MAX_BUCKETS,
     MAX_LABELS,
     MAX_LINE,
@@ -43,10 +42,8 @@ from swarmd.metrics.names import (
     check_label_name,
     check_name,
     escape_label_value,
-    is_metric_line,
 )
 
-__all__ = ["KEYWORDS", "MAX_LINE", "is_metric_line"]  # also here, with the rest of the format
 MAX_SERIES_PER_BATCH = 4096
 MAX_OBSERVATIONS_PER_BATCH = 16384
 MAX_DECLARATIONS_PER_BATCH = 1024
@@ -88,9 +85,6 @@ class MetricUpdates:
         self.dropped = 0  # updates beyond the batch's bounds
         self.size = 0  # series updated (keys of the four dicts)
         self._observed = 0
-
-    def series(self) -> int:
-        return self.size
 
     def merge(self, other: MetricUpdates) -> None:
         """Fold a later batch of the same pipe into this one (several reads per wake-up)."""

@@ -192,7 +192,7 @@ def test_series_per_batch_are_bounded() -> None:
     data = b"".join(b'c jobs{id="%d"} 1\n' % i for i in range(MAX_SERIES_PER_BATCH + 100))
     batch = feed(data + b"c jobs{id=\"0\"} 1\n")
     assert batch.metrics is not None
-    assert batch.metrics.series() == MAX_SERIES_PER_BATCH
+    assert batch.metrics.size == MAX_SERIES_PER_BATCH
     assert batch.metrics.dropped == 100
     assert batch.metrics.counters[("jobs_total", 'id="0"')] == 2.0  # a known series still adds
     assert batch.errors == [f"100 metric updates dropped: one read may carry at most "
