@@ -3,7 +3,9 @@
 # Idempotent: a second run only checks. Run from anywhere; needs root or sudo for apt.
 set -eu
 cd "$(dirname "$0")"
-PACKAGES="python3 python3-venv python3-dev gcc pkg-config libsystemd-dev systemd-container"
+# prometheus: promtool and the server, real clients for the metrics tests (/usr/bin/promtool,
+# /usr/bin/prometheus); nothing of it runs at run time
+PACKAGES="python3 python3-venv python3-dev gcc pkg-config libsystemd-dev systemd-container prometheus"
 missing=""
 for pkg in $PACKAGES; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \

@@ -1,7 +1,8 @@
 """The Node handle that app code gets inside a forked node.
 
 It never imports the supervisor: a node only knows its id, its generation, its health pipe and
-the two events the supervisor's signals set.
+the two events the supervisor's signals set. App metrics (`node.metrics`) travel on the same
+pipe, written together with the health code (swarmd.metrics.wire).
 """
 
 from __future__ import annotations
@@ -10,8 +11,16 @@ import logging
 import os
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from swarmd.config.health import MAX_CODE
+
+if TYPE_CHECKING:  # imported at the first use of node.metrics: the supervisor never needs it
+    import weakref
+
+    from swarmd.metrics.node import Registry
+
+METRICS_FLUSH_INTERVAL = 1.0  # seconds: metrics reach the supervisor this often at least
 
 
 class Node:
@@ -30,6 +39,19 @@ class Node:
         self._pending: int | None = None  # worst code not yet written (pipe was full)
         self._supervisor_pid = supervisor_pid if supervisor_pid is not None else os.getppid()
         self._after_first_report = after_first_report  # run once, after the first write
+        self._metrics: Registry | None = None  # made at first use: most apps pay nothing
+        self._outbox = b""  # the rest of a line a partial write cut: it goes out first
+        self.metrics_interval = METRICS_FLUSH_INTERVAL
+        self._flusher_stop = threading.Event()  # set when nobody listens any more
+
+    @property
+    def metrics(self) -> Registry:
+        """Counters, gauges and histograms, sent with the reports and at least once a second."""
+        if self._metrics is None:
+            from swarmd.metrics.node import Registry
+
+            self._metrics = Registry(on_first_metric=self._start_flusher)
+        return self._metrics
 
     def healthy(self) -> None:
         """Report code 0. Call it at least once per `timeouts.report`."""
@@ -45,23 +67,95 @@ class Node:
         """Write one code to the health pipe without ever blocking the app.
 
         When the pipe is full the supervisor has not read yet; the worst code is kept and sent
-        with the next report, which is what the supervisor would have made of both anyway."""
+        with the next report, which is what the supervisor would have made of both anyway.
+        Metrics changed since the last write go out in the same write, ahead of the code."""
         with self._lock:
             if self._pending is not None:
                 code = max(code, self._pending)
-            try:
-                os.write(self._fd, b"%d\n" % code)
-                self._pending = None
-            except BlockingIOError:
-                self._pending = code
-            except (BrokenPipeError, OSError):
-                self._pending = None
-                self.stopping.set()  # the supervisor is gone: nobody is listening any more
+            if self._metrics is not None or self._outbox:
+                self._write(b"%d\n" % code, code)
+            else:  # no metrics: the one short write of old, at its old cost
+                try:
+                    os.write(self._fd, b"%d\n" % code)
+                    self._pending = None
+                except BlockingIOError:
+                    self._pending = code
+                except OSError:  # BrokenPipeError included: the supervisor is gone
+                    self._pending = None
+                    self.stopping.set()
         if self._after_first_report is not None:
             hook, self._after_first_report = self._after_first_report, None
             hook()
+
+    def flush_metrics(self) -> None:
+        """Send the metrics changed since the last write now (and a code still pending), in
+        one non-blocking write; what does not fit waits for the next report or flush."""
+        with self._lock:
+            if self._pending is not None:
+                self._write(b"%d\n" % self._pending, self._pending)
+            elif self._outbox or (self._metrics is not None and self._metrics.dirty):
+                self._write(b"", None)
+
+    def _write(self, line: bytes, code: int | None) -> None:
+        """Under the lock: outbox + metrics + `line` in one write; every byte not written is
+        kept (the outbox), put back (metrics) or remembered (the code, as _pending)."""
+        metrics = self._metrics
+        head = self._outbox
+        body = metrics.flush() if metrics is not None else b""
+        data = head + body + line if head or body else line
+        try:
+            written = os.write(self._fd, data)
+        except BlockingIOError:
+            written = 0
+        except OSError:  # BrokenPipeError included: the supervisor is gone, nobody listens
+            if body:
+                metrics.sent(len(body))  # type: ignore[union-attr]
+            self._pending, self._outbox = None, b""
+            self.stopping.set()
+            self._flusher_stop.set()
+            return
+        if written == len(data):
+            if body:
+                metrics.sent(len(body))  # type: ignore[union-attr]
+            self._pending, self._outbox = None, b""
+            return
+        if written < len(head):
+            outbox = head[written:]
+            if body:
+                metrics.sent(0)  # type: ignore[union-attr]
+        else:
+            done = written - len(head)
+            outbox = metrics.sent(min(done, len(body))) if body else b""  # type: ignore
+        done = written - len(head) - len(body)  # bytes of `line` written
+        if done <= 0:
+            self._pending = code
+        else:  # the code's line was cut: its rest goes first, the code is on its way
+            outbox += line[done:]
+            self._pending = None
+        self._outbox = outbox
+
+    def _start_flusher(self) -> None:
+        """At the first metric: a thread that flushes every metrics_interval, so counters
+        flow even when the app reports rarely (a report flushes them too)."""
+        import weakref
+
+        me = weakref.ref(self)  # a process the app forks must not inherit a held lock
+        os.register_at_fork(after_in_child=lambda: _fresh_lock(me))
+        threading.Thread(target=self._flush_loop, name="swarmd-metrics", daemon=True).start()
+
+    def _flush_loop(self) -> None:
+        stop = self._flusher_stop
+        while not stop.wait(self.metrics_interval):
+            self.flush_metrics()
 
     @property
     def orphaned(self) -> bool:
         """True when the supervisor that forked this node is gone."""
         return os.getppid() != self._supervisor_pid
+
+
+def _fresh_lock(ref: weakref.ref[Node]) -> None:
+    node = ref()
+    if node is not None:
+        node._lock = threading.Lock()
+        node._outbox = b""

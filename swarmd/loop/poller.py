@@ -20,6 +20,8 @@ class HasFileno(Protocol):
 
 
 FileLike = int | HasFileno
+READ = select.EPOLLIN
+WRITE = select.EPOLLOUT
 
 
 def _fd(file: FileLike) -> int:
@@ -27,25 +29,43 @@ def _fd(file: FileLike) -> int:
 
 
 class Poller:
-    """Level-triggered readiness for reading; every callback must tolerate a spurious call
-    (all of ours are non-blocking reads, accepts or WNOHANG waits)."""
+    """Level-triggered readiness, for reading unless told otherwise; every callback must
+    tolerate a spurious call (all of ours are non-blocking reads, writes, accepts or WNOHANG
+    waits)."""
 
     def __init__(self) -> None:
         self._epoll = select.epoll()
         self._callbacks: dict[int, Callable[[], None]] = {}
+        self._events: dict[int, int] = {}  # fds waiting for other than READ alone
         # fds unregistered since the last poll: an event already fetched for such an fd
         # belongs to the closed file, never to a new one that got the same number
         self._stale: set[int] = set()
 
-    def register(self, file: FileLike, callback: Callable[[], None]) -> None:
+    def register(self, file: FileLike, callback: Callable[[], None],
+                 events: int = READ) -> None:
+        """`callback` runs when the fd is ready for `events` (READ, WRITE or both, OR-ed);
+        a hang-up or an error of the fd runs it too."""
         fd = _fd(file)
-        self._epoll.register(fd, select.EPOLLIN)
+        self._epoll.register(fd, events)
         self._callbacks[fd] = callback
+        if events != READ:
+            self._events[fd] = events
+
+    def modify(self, file: FileLike, events: int) -> None:
+        """Wait for other events from now on (a paused fd is resumed by it)."""
+        fd = _fd(file)
+        if fd in self._callbacks:
+            self._epoll.modify(fd, events)
+            if events != READ:
+                self._events[fd] = events
+            else:
+                self._events.pop(fd, None)
 
     def unregister(self, file: FileLike) -> None:
         """Forget an fd (before it is closed); unknown fds are ignored."""
         fd = _fd(file)
         if self._callbacks.pop(fd, None) is not None:
+            self._events.pop(fd, None)
             self._stale.add(fd)
             try:
                 self._epoll.unregister(fd)
@@ -62,7 +82,7 @@ class Poller:
     def resume(self, file: FileLike) -> None:
         fd = _fd(file)
         if fd in self._callbacks:
-            self._epoll.modify(fd, select.EPOLLIN)
+            self._epoll.modify(fd, self._events.get(fd, READ))
 
     def fds(self) -> list[int]:
         """Every registered fd."""
@@ -100,4 +120,5 @@ class Poller:
 
     def close(self) -> None:
         self._callbacks.clear()
+        self._events.clear()
         self._epoll.close()

@@ -1,32 +1,54 @@
-"""Bytes from a node's pipes -> health codes and output lines.
+"""Bytes from a node's pipes -> health codes, metric updates and output lines.
 
 The health protocol is one decimal code from 0 to 255 per line ("0\\n", "3\\n"). Everything the
 supervisor reads since its last read is folded into one worst code; anything else is a protocol
-error that is reported, never raised, so one misbehaving node cannot stop the supervisor.
+error that is reported, never raised, so one misbehaving node cannot stop the supervisor. The same
+pipe carries metric lines (a keyword letter and a space: "c jobs_total 1\\n", the format is in
+swarmd.metrics.wire); they are not reports, and a batch carries them coalesced per series.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from swarmd.config.health import MAX_CODE
+from swarmd.metrics.names import KEYWORDS, MAX_LINE, is_metric_line
+
+if TYPE_CHECKING:  # imported at the first metric line: most fleets send none
+    from swarmd.metrics.wire import MetricLineParser, MetricUpdates
 
 MAX_HEALTH_LINE = 16  # "255\n" needs 4; anything far longer is garbage, not a slow writer
+MAX_METRIC_LINE = MAX_LINE  # an unterminated line that starts like a metric line may be longer
 MAX_OUTPUT_LINE = 16384
 
 
 class HealthBatch:
     """What one read of a health pipe held."""
 
-    __slots__ = ("worst", "reports", "errors")
+    __slots__ = ("worst", "reports", "errors", "metrics")
 
     def __init__(self, worst: int | None = None, reports: int = 0,
-                 errors: list[str] | None = None) -> None:
+                 errors: list[str] | None = None, metrics: MetricUpdates | None = None) -> None:
         self.worst = worst  # highest valid code, None when no complete valid line arrived
-        self.reports = reports
+        self.reports = reports  # health codes only: metric lines are not reports
         self.errors: list[str] = [] if errors is None else errors
+        self.metrics = metrics  # None when no metric line arrived (the usual report)
+
+    def merge(self, later: HealthBatch) -> None:
+        """Fold the batch of a later read of the same pipe into this one."""
+        self.reports += later.reports
+        self.errors.extend(later.errors)
+        if later.worst is not None and (self.worst is None or later.worst > self.worst):
+            self.worst = later.worst
+        if later.metrics is not None:
+            if self.metrics is None:
+                self.metrics = later.metrics
+            else:
+                self.metrics.merge(later.metrics)
 
     def __repr__(self) -> str:
         return f"HealthBatch(worst={self.worst!r}, reports={self.reports!r}, " \
-               f"errors={self.errors!r})"
+               f"errors={self.errors!r}, metrics={self.metrics!r})"
 
 
 def _parse_code(line: bytes) -> int | None:
@@ -57,6 +79,7 @@ class HealthParser:
         self._skipping = False  # inside an over-long line: drop up to its newline
         # nothing pending, the next byte starts a line (a plain attribute: read per wake-up)
         self.at_line_start = True
+        self._metric_parser: MetricLineParser | None = None  # made at the first metric line
 
     def feed(self, data: bytes) -> HealthBatch:
         batch = HealthBatch()
@@ -73,6 +96,8 @@ class HealthParser:
         elif body:
             lines = body.split(b"\n")
             lines.pop()  # the empty string after the last newline
+            if b" " in body:  # every metric line has one, no plain code has
+                lines = self._metric_lines(lines, batch)
             batch.reports = len(lines)
             # A flood repeats a few distinct lines: parse each distinct one once.
             for line in dict.fromkeys(lines):
@@ -86,8 +111,10 @@ class HealthParser:
                 elif batch.worst is None or code > batch.worst:
                     batch.worst = code
         if not self._skipping:
-            if len(tail) > MAX_HEALTH_LINE:
-                batch.errors.append(f"a line longer than {MAX_HEALTH_LINE} bytes without "
+            if len(tail) > MAX_HEALTH_LINE and (len(tail) > MAX_METRIC_LINE
+                                                or not is_metric_line(tail)):
+                limit = MAX_METRIC_LINE if is_metric_line(tail) else MAX_HEALTH_LINE
+                batch.errors.append(f"a line longer than {limit} bytes without "
                                     f"newline: {_show(tail)}; dropped up to the next newline")
                 self._skipping = True
             else:
@@ -95,10 +122,28 @@ class HealthParser:
         self.at_line_start = not self._partial and not self._skipping
         return batch
 
+    def _metric_lines(self, lines: list[bytes], batch: HealthBatch) -> list[bytes]:
+        """Parse the metric lines (in their order: a gauge's last value wins) into
+        batch.metrics; returns the other lines, for the codes' path."""
+        metric = [line for line in lines if line[1:2] == b" " and line[0] in KEYWORDS]
+        if not metric:
+            return lines
+        parser = self._metric_parser
+        if parser is None:
+            from swarmd.metrics.wire import MetricLineParser
+
+            parser = self._metric_parser = MetricLineParser()
+        batch.metrics = parser.updates(metric, batch.errors)
+        if len(metric) == len(lines):
+            return []
+        return [line for line in lines if not (line[1:2] == b" " and line[0] in KEYWORDS)]
+
     def close(self) -> HealthBatch:
         """The pipe hit EOF: an unterminated last line is still a report if it parses."""
         batch = HealthBatch()
-        if self._partial and not self._skipping:
+        if self._partial and not self._skipping and is_metric_line(self._partial):
+            self._metric_lines([self._partial], batch)
+        elif self._partial and not self._skipping:
             code = _parse_code(self._partial)
             if code is None:
                 batch.errors.append(f"unterminated garbage at end of pipe: {_show(self._partial)}")

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from swarmd.loop.poller import Poller
+from swarmd.loop.poller import READ, WRITE, Poller
 
 
 @pytest.fixture
@@ -142,3 +142,67 @@ def test_a_paused_fd_stays_registered_and_reports_nothing_until_resumed(
     assert r in poller.fds()  # a child forked now still closes it
     poller.resume(r)
     assert poller.poll(0) == 1 and calls == [b"x"]
+
+
+def test_write_readiness_runs_the_callback_while_the_pipe_has_room(
+        poller: Poller, pipes: list[tuple[int, int]]) -> None:
+    _, w = pipes[0]
+    calls: list[str] = []
+    poller.register(w, lambda: calls.append("writable"), WRITE)
+    assert poller.poll(0) == 1 and calls == ["writable"]
+
+
+def test_a_full_pipe_is_not_writable_until_read(poller: Poller,
+                                                 pipes: list[tuple[int, int]]) -> None:
+    r, w = pipes[0]
+    os.set_blocking(w, False)
+    try:
+        while True:
+            os.write(w, b"x" * 65536)
+    except BlockingIOError:
+        pass
+    poller.register(w, lambda: pytest.fail("a full pipe is not writable"), WRITE)
+    assert poller.poll(0) == 0
+    os.set_blocking(r, False)
+    try:
+        while os.read(r, 65536):
+            pass
+    except BlockingIOError:
+        pass
+    calls: list[str] = []
+    poller.unregister(w)
+    poller.register(w, lambda: calls.append("room"), WRITE)
+    assert poller.poll(0) == 1 and calls == ["room"]
+
+
+def test_modify_switches_between_reading_and_writing(poller: Poller) -> None:
+    import socket
+
+    left, right = socket.socketpair()
+    with left, right:
+        calls: list[str] = []
+        poller.register(left, lambda: calls.append("ready"))  # READ: nothing to read yet
+        assert poller.poll(0) == 0
+        poller.modify(left, WRITE)
+        assert poller.poll(0) == 1
+        poller.modify(left, READ)
+        assert poller.poll(0) == 0  # writable still, but no longer asked
+        right.send(b"x")
+        assert poller.poll(0) == 1 and calls == ["ready", "ready"]
+        poller.modify(left, READ | WRITE)
+        poller.pause(left)
+        assert poller.poll(0) == 0
+        poller.resume(left)  # back to what was asked: reading and writing
+        assert poller.poll(0) == 1 and calls == ["ready"] * 3
+        poller.unregister(left)
+        poller.modify(left, WRITE)  # no longer registered: ignored
+        assert poller.poll(0) == 0
+
+
+def test_resume_after_a_plain_register_waits_for_reading_again(
+        poller: Poller, pipes: list[tuple[int, int]]) -> None:
+    _, w = pipes[0]
+    poller.register(w, lambda: pytest.fail("a pipe's write end never has data to read"))
+    poller.pause(w)
+    poller.resume(w)
+    assert poller.poll(0) == 0
