@@ -195,7 +195,7 @@ class NodeProcess:
             if total is None:
                 total = batch  # the usual wake-up: one short read, nothing to merge
             else:
-                _merge(total, batch)
+                total.merge(batch)
             if not data:
                 return total if total.reports or total.errors else None
             if len(data) < READ_CHUNK:
@@ -264,10 +264,3 @@ def _parent_of(pid: int) -> int | None:
             return int(handle.read().rsplit(b")", 1)[1].split()[1])
     except (OSError, ValueError, IndexError):
         return None
-
-
-def _merge(total: HealthBatch, batch: HealthBatch) -> None:
-    total.reports += batch.reports
-    total.errors.extend(batch.errors)
-    if batch.worst is not None and (total.worst is None or batch.worst > total.worst):
-        total.worst = batch.worst
