@@ -23,10 +23,10 @@ from typing import NamedTuple
 
 from swarmd.node.cgroups import CgroupTree, MemorySource
 
-CPU_PERIOD = 10.0  # each node's CPU is read about this often (its window for the percent)
+CPU_PERIOD = 20.0  # each node's CPU is read about this often (its window for the percent)
 MEMORY_PERIOD = 10.0  # memory no more often than this per node (memory.current: that often)
 PER_TICK = 8  # nodes visited per tick: a tick costs ~8 x 40 us, plus rationed PSS reads
-MEMORY_SHARE = 0.001  # of one core, at most, for memory reads (PSS); what sets its pace
+MEMORY_SHARE = 0.0005  # of one core, at most, for memory reads (PSS); what sets its pace
 MEMORY_BURST = 0.004  # seconds of memory reads a tick may spend when the bucket is full
 MIN_INTERVAL = 0.1
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -80,6 +80,7 @@ class Sampler:
         self._queue: collections.deque[int] = collections.deque()
         self._tokens = memory_burst
         self._last_tick: float | None = None
+        self._memory_cost = 0.0  # seconds per memory read, a moving average
 
     @property
     def memory_source(self) -> MemorySource:
@@ -110,6 +111,13 @@ class Sampler:
         return max(MIN_INTERVAL, min(self.cpu_period,
                                      self.cpu_period * min(self.per_tick, count) / count))
 
+    def memory_interval(self) -> float:
+        """How often each node's memory can be read within memory_share: memory_period, or
+        longer when the reads of every node would cost more (PSS of many or big nodes). Nodes
+        are then taken in turn, none read twice before every other was read once."""
+        affordable = len(self._tracks) * self._memory_cost / self.memory_share
+        return max(self.memory_period, affordable)
+
     def tick(self, now: float) -> Tick:
         """Visit the next few nodes round-robin: CPU for each, memory where due and the bucket
         allows. `now` is the loop's monotonic time."""
@@ -118,18 +126,22 @@ class Sampler:
             self._tokens = min(self.memory_burst, self._tokens + max(0.0, earned))
         self._last_tick = now
         fresh: list[int] = []
+        memory_interval = self.memory_interval()
         for _ in range(min(self.per_tick, len(self._queue))):
             node_id = self._queue[0]
             self._queue.rotate(-1)
             track = self._tracks[node_id]
             self._sample_cpu(node_id, track, now)
             due = (track.figures.memory_at is None
-                   or now - track.figures.memory_at >= self.memory_period)
+                   or now - track.figures.memory_at >= memory_interval)
             if due and self._tokens > 0:
                 started = self._clock()
                 if self._sample_memory(node_id, track, now):
                     fresh.append(node_id)
-                self._tokens -= self._clock() - started
+                cost = self._clock() - started
+                self._tokens -= cost
+                self._memory_cost += (cost - self._memory_cost) * (
+                    0.2 if self._memory_cost else 1.0)
         return Tick(self.interval(), fresh)
 
     # ---- one node ------------------------------------------------------------------------

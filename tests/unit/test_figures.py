@@ -240,6 +240,9 @@ def test_pss_reads_are_rationed_to_memory_share(proc: FakeProc) -> None:
                       memory_share=0.001, memory_burst=0.004, clock=costly)
     for pid in range(100, 110):
         sampler.track(pid, pid=pid)
-    sampled = [len(sampler.tick(float(second)).memory) for second in range(0, 101)]
-    assert sampled[0] == 1  # a full bucket (4 ms) pays for one 5 ms read, then it is empty
-    assert 19 <= sum(sampled) <= 22  # 100 s x 1 ms/s of reads = 20 reads of 5 ms
+    order = [sampler.tick(float(second)).memory for second in range(0, 101)]
+    assert len(order[0]) == 1  # a full bucket (4 ms) pays for one 5 ms read, then it is empty
+    reads = [node for tick in order for node in tick]
+    assert 19 <= len(reads) <= 22  # 100 s x 1 ms/s of reads = 20 reads of 5 ms
+    assert sorted(reads[:10]) == list(range(100, 110))  # each in turn, none twice before all
+    assert sampler.memory_interval() == pytest.approx(10 * 0.005 / 0.001)
