@@ -1,9 +1,11 @@
 """The floor: the least a supervisor of forked Python nodes does, to show what this machine can
-do at best. `python floor.py N module:function` forks N nodes running the (preloaded) app with a
-real swarmd.api.Node on a health pipe, watches one pidfd per node in a selector, respawns a node
-that exits, sends READY=1 to $NOTIFY_SOCKET once every node reported once (and WATCHDOG=1 every
-$WATCHDOG_USEC/2 from its loop), and on SIGTERM sends TERM to every node and exits when all are
-gone. No config, events, timers, status or fencing."""
+do at best. `python floor.py N module:function` imports the app once (preload), forks N nodes
+that each call it with a bare handle (its id, generation, a `stopping` event set on TERM, and
+healthy() = one write of "0\\n" to its pipe), watches one pidfd per node in a selector, reads
+the pipes, respawns a node that exits, sends READY=1 to $NOTIFY_SOCKET once every node
+reported once (and WATCHDOG=1 every $WATCHDOG_USEC/2 from its loop), and on SIGTERM sends TERM
+to every node and exits when all are gone. Nothing of swarmd: no config, events, timers,
+status, fencing, and no swarmd module in the supervisor or in a node (checked at start)."""
 
 import importlib
 import os
@@ -11,16 +13,35 @@ import selectors
 import signal
 import socket
 import sys
+import threading
 import time
 
-from swarmd.api import Node
-
 R = selectors.EVENT_READ
+
+
+class Handle:
+    """What a bench app uses of a node: the floor's own, not swarmd's Node."""
+
+    __slots__ = ("id", "generation", "stopping", "_fd")
+
+    def __init__(self, node_id: int, generation: int, fd: int) -> None:
+        self.id, self.generation, self._fd = node_id, generation, fd
+        self.stopping = threading.Event()
+
+    def healthy(self) -> None:
+        try:
+            os.write(self._fd, b"0\n")
+        except BlockingIOError:  # the pipe is full: the floor reads it when it can
+            pass
 
 
 def main() -> None:
     count, (module, _, name) = int(sys.argv[1]), sys.argv[2].partition(":")
     app = getattr(importlib.import_module(module), name)
+    leaked = sorted(m for m in sys.modules if m == "swarmd" or m.startswith("swarmd."))
+    if leaked:
+        raise SystemExit(f"floor: the app imported swarmd ({', '.join(leaked)}); the floor "
+                         f"must hold nothing of swarmd")
     notify, where = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM), os.environ["NOTIFY_SOCKET"]
     sel, live, started, stopping = selectors.DefaultSelector(), {}, set(), False
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK)
@@ -38,7 +59,7 @@ def main() -> None:
             try:
                 signal.set_wakeup_fd(-1)
                 os.set_blocking(w, False)
-                node = Node(slot, gen, w)
+                node = Handle(slot, gen, w)
                 signal.signal(signal.SIGTERM, lambda *_: node.stopping.set())
                 code = app(node) or 0
             finally:

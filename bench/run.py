@@ -741,7 +741,7 @@ def main(argv: list[str] | None = None) -> int:
         if phase not in PHASES:
             parser.error(f"unknown phase {phase!r}")
     swarmd_dir = args.swarmd.resolve()
-    if not (swarmd_dir / "swarmd" / "supervisor.py").exists():
+    if not (swarmd_dir / "swarmd" / "__init__.py").exists():
         parser.error(f"no swarmd package in {swarmd_dir}")
     sys.path.insert(0, str(swarmd_dir))
     plan = Plan.make(args.quick)

@@ -13,6 +13,8 @@ process on the host), so the bench's own scheduling delays never enter a figure:
 Knobs (environment): BENCH_PERIOD seconds between reports (default 1).
 The bench reaches into `node._fd` (the health pipe) for the hang and flood apps only: a report
 written from a signal handler must not take Node's lock, and the flood needs blocking writes.
+Nothing of swarmd is imported here at run time: under the floor a node is the floor's own
+minimal handle (id, generation, stopping, healthy(), _fd), under swarmd a real swarmd.api.Node.
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ import socket
 import struct
 import termios
 import time
+from typing import TYPE_CHECKING
 
-from swarmd.api import Node
+if TYPE_CHECKING:  # the floor runs these apps without any of swarmd
+    from swarmd.api import Node
 
 _sock: socket.socket | None = None
 
