@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from swarmd import __version__, config
-from swarmd.control import ControlError, request, runtime_dir
-from swarmd.supervisor.status import NodeRow, format_table
+from swarmd.control import ControlError, runtime_dir
+
+if TYPE_CHECKING:
+    from swarmd.candidate.trial import TrialResult
 
 EXIT_CONFIG = 78  # EX_CONFIG: systemd's RestartPreventExitStatus=78 stops a restart loop
 
@@ -17,12 +20,8 @@ def config_path(arg: str | None) -> str:
     return arg or os.environ.get("SWARMD_CONFIG") or config.DEFAULT_PATH
 
 
-def _trial(path: str, **kwargs: object) -> config.Config | None:
-    """The config and app of `path`, tried in a throwaway process (nothing they do can hang
-    or end this one); None after printing why they cannot run."""
-    from swarmd.candidate.trial import load_in_a_fork
-
-    result = load_in_a_fork(path, **kwargs)  # type: ignore[arg-type]
+def _reject(path: str, result: TrialResult) -> config.Config | None:
+    """The config a trial load gave, or None after printing why it cannot run."""
     if result.config is None and not result.stopped:
         for problem in result.problems:
             print(problem, file=sys.stderr)
@@ -32,8 +31,10 @@ def _trial(path: str, **kwargs: object) -> config.Config | None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from swarmd.candidate.trial import load_in_a_fork
+
     path = config_path(args.config)
-    cfg = _trial(path)
+    cfg = _reject(path, load_in_a_fork(path))
     if cfg is None:
         return EXIT_CONFIG
     what = " ".join(cfg.command) if cfg.command else cfg.app
@@ -43,28 +44,24 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     # keep check/status imports light: the supervisor's modules load here only
-    from swarmd.control import ControlServer
-    from swarmd.node.apps import PreloadError
-    from swarmd.supervisor import handover
-    from swarmd.supervisor.core import Supervisor
     from swarmd.supervisor.signals import SignalQueue
 
-    state = handover.take_state()
-    if state is not None:  # the end of a deploy: this is the new code, same process
-        supervisor = Supervisor(config.from_data(state["config"]))
-        directory = runtime_dir()
-        if state.get("control"):
-            supervisor.attach_control(ControlServer(directory, supervisor.handle_request,
-                                                    adopt=state["control"]))
-        return supervisor.resume(state)
+    if os.environ.get("SWARMD_HANDOVER_FD"):  # the end of a deploy: the new code, same process
+        return _resume()
     path = config_path(args.config)
     signals = SignalQueue()
     signals.install()  # from here on, signals are queued (they were held since main())
-    cfg = _trial(path, wake_fd=signals.wake_fd, should_stop=signals.stop_requested)
+    from swarmd.candidate.trial import Trial
+
+    trial = Trial(path)  # the config and app are tried in a child while we import the rest
+    from swarmd.control import ControlServer
+    from swarmd.node.apps import PreloadError
+    from swarmd.supervisor.core import Supervisor
+
+    result = trial.wait(wake_fd=signals.wake_fd, should_stop=signals.stop_requested)
+    cfg = _reject(path, result)
     if cfg is None:
-        if signals.stop_requested():
-            return 0  # stopped while the config and app were being tried
-        return EXIT_CONFIG
+        return 0 if result.stopped else EXIT_CONFIG
     supervisor = Supervisor(cfg, signals=signals)
     try:
         supervisor.preload()
@@ -84,6 +81,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     return supervisor.run()
 
 
+def _resume() -> int:
+    from swarmd.control import ControlServer
+    from swarmd.supervisor import handover
+    from swarmd.supervisor.core import Supervisor
+
+    state = handover.take_state()
+    assert state is not None
+    supervisor = Supervisor(config.from_data(state["config"]))
+    if state.get("control"):
+        supervisor.attach_control(ControlServer(runtime_dir(), supervisor.handle_request,
+                                                adopt=state["control"]))
+    return supervisor.resume(state)
+
+
 def cmd_candidate(args: argparse.Namespace) -> int:
     """A deploy's candidate (started by the supervisor, never by hand)."""
     from swarmd.candidate.serve import main as serve
@@ -95,6 +106,8 @@ def cmd_candidate(args: argparse.Namespace) -> int:
 
 def _ask(args: argparse.Namespace, payload: dict[str, object], timeout: float | None
          ) -> dict[str, object] | None:
+    from swarmd.control import request
+
     directory = args.runtime_dir or runtime_dir(args.instance)
     try:
         return request(directory, payload, timeout)
@@ -112,6 +125,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
         print(json.dumps(reply, indent=2))
         return 0
+    from swarmd.supervisor.status import NodeRow, format_table
+
     rows = [NodeRow.from_dict(node) for node in reply.get("nodes", [])]  # type: ignore[union-attr]
     print(f"swarmd (pid {reply.get('pid')}): {reply.get('status')}")
     print(format_table(rows))

@@ -53,24 +53,39 @@ def _run_child(path: str, write_end: int) -> None:  # pragma: no cover - runs in
         os._exit(code)
 
 
+class Trial:
+    """A load running in a throwaway child, started now and waited for later: the caller
+    does its own work (importing the supervisor) while the child reads and imports."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        read_end, write_end = os.pipe2(os.O_CLOEXEC)
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            os.close(read_end)
+            _run_child(path, write_end)
+        os.close(write_end)
+        os.set_blocking(read_end, False)
+        self.pid = pid
+        self.fd = read_end
+        self.pidfd = os.pidfd_open(pid)  # signals only ever reach this child, even reaped
+
+    def wait(self, *, wake_fd: int | None = None,
+             should_stop: Callable[[], bool] = lambda: False) -> TrialResult:
+        """The child's answer within the limits. `wake_fd` is watched as well (the signal
+        wake-up fd): when `should_stop()` says so, the child is killed and the result says
+        `stopped`."""
+        try:
+            return _wait(self.pid, self.path, self.fd, wake_fd, should_stop)
+        finally:
+            os.close(self.fd)
+            _end(self.pid, self.pidfd)
+
+
 def load_in_a_fork(path: str, *, wake_fd: int | None = None,
                    should_stop: Callable[[], bool] = lambda: False) -> TrialResult:
-    """Fork, load `path` in the child, wait for its answer within the limits. `wake_fd` is
-    watched as well (the signal wake-up fd): when `should_stop()` says so, the child is killed
-    and the result says `stopped`."""
-    read_end, write_end = os.pipe2(os.O_CLOEXEC)
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        os.close(read_end)
-        _run_child(path, write_end)
-    os.close(write_end)
-    os.set_blocking(read_end, False)
-    pidfd = os.pidfd_open(pid)  # signals only ever reach this child, even once it is reaped
-    try:
-        return _wait(pid, path, read_end, wake_fd, should_stop)
-    finally:
-        os.close(read_end)
-        _end(pid, pidfd)
+    """Fork, load `path` in the child, wait for its answer (see Trial)."""
+    return Trial(path).wait(wake_fd=wake_fd, should_stop=should_stop)
 
 
 def _wait(pid: int, path: str, fd: int, wake_fd: int | None,

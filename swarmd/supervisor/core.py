@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from swarmd import __version__
 from swarmd.config import Config, to_data
@@ -24,9 +24,6 @@ from swarmd.loop.timers import Timer, Timers
 from swarmd.node.apps import PreloadError, load_app
 from swarmd.node.process import NodeProcess, StopReason
 from swarmd.node.spawn import NodeLimits, Recipe, prepare_supervisor
-from swarmd.supervisor import handover
-from swarmd.supervisor.candidate import Candidate, entry_argv
-from swarmd.supervisor.deploy import Deploy, Outcome, Result
 from swarmd.supervisor.fleet import Fleet
 from swarmd.supervisor.signals import STOP_SIGNALS, SignalQueue
 from swarmd.supervisor.slot import Slot
@@ -42,6 +39,10 @@ EXTEND_EVERY = 2.0  # seconds between EXTEND_TIMEOUT_USEC while a stop or deploy
 STATUS_HOLD = 0.05
 STRAY_REAP_DELAY = 0.1  # after a SIGCHLD: reap children nobody knows (orphans we inherited)
 PR_SET_CHILD_SUBREAPER = 36
+
+if TYPE_CHECKING:  # deploys come with a HUP: their modules load then, not at every start
+    from swarmd.supervisor.candidate import Candidate
+    from swarmd.supervisor.deploy import Deploy, Outcome
 
 Waiter = Reply | None  # a `swarmd reload` client to answer, or None for a plain HUP
 
@@ -62,7 +63,7 @@ class Supervisor:
         self.limits = limits or NodeLimits(None, None)
         self.signals = signals or SignalQueue()
         self.exec_argv = exec_argv or list(getattr(sys, "orig_argv", []))
-        self.entry = entry or entry_argv()
+        self._entry = entry
         self.fleet = Fleet(config, self._recipe(config, None), sink=self.sink, owner=self,
                            poller=self.poller, timers=self.timers, clock=self.clock)
         self.deploy: Deploy | None = None
@@ -385,9 +386,13 @@ class Supervisor:
             self._reloaded(False, "no config file to reload (started with the defaults)",
                            [waiter])
             return
+        from swarmd.supervisor.candidate import entry_argv
+        from swarmd.supervisor.deploy import Deploy
+
         self.emit("swarmd.reloading", f"reloading {self.config.path}: loading the new version")
-        self.deploy = Deploy(self.fleet, self, config_path=self.config.path, entry=self.entry,
-                             journal=self.journal, limits=self.limits)
+        self.deploy = Deploy(self.fleet, self, config_path=self.config.path,
+                             entry=self._entry or entry_argv(), journal=self.journal,
+                             limits=self.limits)
         self._deploy_waiters: list[Waiter] = [waiter]
         self.deploy.start()
         self._extend_timeout()
@@ -411,6 +416,8 @@ class Supervisor:
         candidate.close_pidfd()
 
     def deploy_finished(self, outcome: Outcome) -> None:
+        from swarmd.supervisor.deploy import Result
+
         self.deploy = None
         self.last_deploy = outcome
         waiters, self._deploy_waiters = self._deploy_waiters, []
@@ -465,6 +472,8 @@ class Supervisor:
 
     def _hand_over(self, outcome: Outcome, waiters: list[Waiter]) -> None:
         """Re-execute into the swarmd code on disk, same PID, handing everything over."""
+        from swarmd.supervisor import handover
+
         self.fleet.write_held()
         state = self._state(outcome, waiters)
         try:
@@ -481,6 +490,8 @@ class Supervisor:
     # ---- the hand-over state ---------------------------------------------------------------
 
     def _state(self, outcome: Outcome, waiters: list[Waiter]) -> dict[str, Any]:
+        from swarmd.supervisor import handover
+
         answer = [w.fd for w in waiters if w is not None]
         pending = ([w.fd for w in self.pending_deploy if w is not None]
                    if self.pending_deploy is not None else None)
@@ -498,6 +509,9 @@ class Supervisor:
         }
 
     def _restore(self, state: dict[str, Any]) -> None:
+        from swarmd.supervisor import handover
+        from swarmd.supervisor.deploy import Outcome
+
         self.fleet.restarts = int(state["restarts"])
         self.started_monotonic = float(state["started_monotonic"])
         self.ready_sent = bool(state["ready_sent"])

@@ -149,12 +149,25 @@ def exit_code(node: Node) -> int:
     return steady(node)
 
 
+def _print_flood(seconds: float) -> None:
+    line = "flood " + "x" * 70 + "\n"
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        sys.stdout.write(line * 200)
+    sys.stdout.flush()
+
+
 def soak(node: Node) -> int:
     """steady, plus faults on demand: SIGUSR1 kills it (default action), SIGUSR2 makes it
-    report code 3 once, SIGWINCH code 2 once."""
+    report code 3 once, SIGWINCH code 2 once, SIGURG print as fast as it can for a second
+    (from a thread: the node keeps reporting)."""
+    import threading
+
     pending: list[int] = []
     signal.signal(signal.SIGUSR2, lambda *_: pending.append(3))
     signal.signal(signal.SIGWINCH, lambda *_: pending.append(2))
+    signal.signal(signal.SIGURG, lambda *_: threading.Thread(
+        target=_print_flood, args=(1.0,), daemon=True).start())
     while not node.stopping.is_set():
         if pending:
             node.unhealthy(pending.pop())
