@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -34,3 +36,19 @@ def test_parsing_does_not_load_shutil_into_the_supervisor() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("text", ["[" * 3000, "".join(
+    f"{name}: &{name} [*{prev}, *{prev}, *{prev}, *{prev}]\n"
+    for prev, name in zip("abcdefghi", "bcdefghij", strict=True)).replace("*a", "1"),
+    'env: {A: "x\\0"}\n', "nodes: 2001-13-45\n"])
+def test_swarmd_check_exits_78_with_a_message_not_a_traceback(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "cfg.yaml"
+    path.write_text(text)
+    done = subprocess.run([sys.executable, "-m", "swarmd", "check", "-c", str(path)],
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
+    assert done.returncode == 78, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr.startswith(f"{path}:"), done.stderr
+    assert len(done.stderr.splitlines()) == 2, done.stderr  # the problem, then what to do
