@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import select
+import socket
 from collections.abc import Iterator
 
 import pytest
@@ -142,3 +144,52 @@ def test_a_paused_fd_stays_registered_and_reports_nothing_until_resumed(
     assert r in poller.fds()  # a child forked now still closes it
     poller.resume(r)
     assert poller.poll(0) == 1 and calls == [b"x"]
+
+
+def test_a_writer_is_called_while_its_fd_takes_bytes_and_not_once_full(
+        poller: Poller, pipes: list[tuple[int, int]]) -> None:
+    r, w = pipes[0]
+    os.set_blocking(w, False)
+    calls: list[str] = []
+    poller.register(w, lambda: calls.append("writable"), events=select.EPOLLOUT)
+    assert poller.poll(0) == 1 and calls == ["writable"]
+    try:
+        while True:
+            os.write(w, b"x" * 65536)
+    except BlockingIOError:
+        pass
+    assert poller.poll(0) == 0 and calls == ["writable"]  # full: nothing to report
+    os.read(r, 1 << 20)
+    assert poller.poll(0) == 1 and calls == ["writable", "writable"]
+
+
+def test_modify_switches_what_wakes_an_fd(poller: Poller) -> None:
+    a, b = socket.socketpair()
+    try:
+        calls: list[str] = []
+        poller.register(a, lambda: calls.append("a"))  # EPOLLIN: nothing to read yet
+        assert poller.poll(0) == 0
+        poller.modify(a, select.EPOLLIN | select.EPOLLOUT)  # something queued to write
+        assert poller.poll(0) == 1 and calls == ["a"]
+        poller.modify(a, select.EPOLLIN)  # drained: back to reading only
+        assert poller.poll(0) == 0
+        b.send(b"x")
+        assert poller.poll(0) == 1 and calls == ["a", "a"]
+        poller.modify(12345, select.EPOLLOUT)  # an unknown fd: ignored, as unregister does
+    finally:
+        a.close()
+        b.close()
+
+
+def test_resume_restores_the_events_the_fd_was_registered_for(
+        poller: Poller, pipes: list[tuple[int, int]]) -> None:
+    _, w = pipes[0]
+    calls: list[str] = []
+    poller.register(w, lambda: calls.append("w"), events=select.EPOLLOUT)
+    poller.pause(w)
+    assert poller.poll(0) == 0
+    poller.resume(w)
+    assert poller.poll(0) == 1 and calls == ["w"]
+    poller.unregister(w)
+    poller.register(w, lambda: calls.append("again"))  # reading a pipe's write end: never
+    assert poller.poll(0) == 0
