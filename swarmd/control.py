@@ -3,25 +3,45 @@
 One JSON request line per connection, one JSON reply line. The socket lives in the runtime
 directory with mode 0600 and only answers peers with the supervisor's uid or root
 (SO_PEERCRED), since `reload` and `quiet` change what the service does.
+
+Nothing a client does can stall or end the supervisor: every socket is non-blocking, a reply is
+queued and written as the client takes it (write-readiness), a request has MAX_REQUEST bytes and
+REQUEST_TIMEOUT seconds, a reply REPLY_TIMEOUT seconds to be taken, at most MAX_CLIENTS are
+connected, and running out of file descriptors sheds the connection it cannot take instead of
+waking the loop for it again and again. The server and the requests it is still answering can
+be handed over to the next image of the process (export/adopt, for a re-exec).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import socket
 import struct
+import time
 from collections.abc import Callable
+from enum import Enum
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from swarmd.loop.poller import Poller
+from swarmd.loop.poller import EPOLLIN, EPOLLOUT, Poller
+
+if TYPE_CHECKING:
+    from swarmd.loop.timers import Timer, Timers
 
 SOCKET_NAME = "control.sock"
 # json is imported where a request is read or written, not at start: a supervisor that is never
 # asked anything never loads it (one module less in every node's fork, ~1 ms less per start)
-MAX_REQUEST = 4096
-REPLY_TIMEOUT = 1.0  # a client that does not take its reply within this is dropped
+MAX_REQUEST = 4096  # bytes of a request line
+MAX_CLIENTS = 32  # connections at once; past it the oldest still sending its request goes
+REQUEST_TIMEOUT = 5.0  # seconds a client has to send its request line
+REPLY_TIMEOUT = 10.0  # seconds a client has to take its whole reply
+ACCEPT_PAUSE = 0.5  # seconds the socket rests when accept() fails for want of memory or fds
+MAX_COMMAND = 64  # characters of a command name
+MAX_REPLY = 64 << 20  # bytes of a reply the client reads
+MAX_SOCKET_PATH = 107  # bytes of sun_path, without its NUL
+EXPORT_VERSION = 1
 
 
 class ControlError(Exception):
@@ -51,51 +71,205 @@ def _peer_uid(conn: socket.socket) -> int:
     return uid
 
 
-Handler = Callable[[dict[str, Any], Callable[[dict[str, Any]], None]], None]
+Reply = Callable[[dict[str, Any]], None]
+Handler = Callable[[dict[str, Any], Reply], None]
+
+
+class Phase(Enum):
+    READING = "reading"  # the request line is arriving
+    WAITING = "waiting"  # the handler has the request; its reply has not come yet
+    WRITING = "writing"  # the reply is queued and goes out as the client takes it
+
+
+class _Client:
+    __slots__ = ("sock", "fd", "phase", "data", "request", "timer", "read_eof", "closed")
+
+    def __init__(self, sock: socket.socket, phase: Phase = Phase.READING,
+                 data: bytes = b"") -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.phase = phase
+        self.data = data  # READING: the request so far; WRITING: what is left of the reply
+        self.request: dict[str, Any] | None = None
+        self.timer: Timer | None = None
+        self.read_eof = False  # the client shut its side down after its request
+        self.closed = False
+
+
+def _listen(directory: str, path: str) -> socket.socket:
+    """A listening socket at `path`; OSError with a readable strerror when it cannot be."""
+    if len(os.fsencode(path)) > MAX_SOCKET_PATH:
+        raise OSError(errno.ENAMETOOLONG, f"the socket path {path} is longer than the "
+                                          f"{MAX_SOCKET_PATH} bytes a unix socket can have")
+    os.makedirs(directory, mode=0o755, exist_ok=True)
+    _remove_stale(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        old_umask = os.umask(0o177)
+        try:
+            sock.bind(path)
+        finally:
+            os.umask(old_umask)
+        os.chmod(path, 0o600)
+        sock.listen(16)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _remove_stale(path: str) -> None:
+    if not os.path.exists(path):
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError:
+        os.unlink(path)  # nobody listens: left by a supervisor that was killed
+        return
+    finally:
+        probe.close()
+    raise ControlError(f"another swarmd is already running with control socket "
+                       f"{path}; stop it, or give this one its own "
+                       f"RUNTIME_DIRECTORY")
+
+
+def _open_spare() -> int | None:
+    """An fd held in reserve: when accept() finds the fd table full, closing it makes room to
+    take the waiting connection and close it (else it would wake the loop forever)."""
+    try:
+        return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+
+
+def parse_request(line: bytes) -> dict[str, Any] | str:
+    """The request of one line, or why it is not one (never raises: any bytes may arrive)."""
+    import json
+
+    try:
+        request = json.loads(line)
+    except RecursionError:  # "[[[[..." deeper than the interpreter's stack
+        return "bad request: nested too deeply"
+    except ValueError as exc:  # not JSON, not UTF-8
+        return f"bad request: {exc}"
+    if not isinstance(request, dict):
+        return "bad request: expected a JSON object like {\"command\": \"status\"}"
+    command = request.get("command")
+    if not isinstance(command, str) or not 0 < len(command) <= MAX_COMMAND:
+        return "bad request: expected \"command\" to name a command, like \"status\""
+    return request
 
 
 class ControlServer:
-    """Accepts requests inside the supervisor's loop; never blocks the loop for long."""
+    """Accepts requests inside the supervisor's loop; never blocks it."""
 
     def __init__(self, directory: str, handler: Handler) -> None:
         self.path = socket_path(directory)
-        self.handler = handler
-        os.makedirs(directory, mode=0o755, exist_ok=True)
-        self._remove_stale()
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old_umask = os.umask(0o177)
-        try:
-            self.sock.bind(self.path)
-        finally:
-            os.umask(old_umask)
-        os.chmod(self.path, 0o600)
-        self.sock.listen(16)
-        self.sock.setblocking(False)
-        self.clients: dict[int, socket.socket] = {}
-        self._buffers: dict[int, bytes] = {}
-        self._poller: Poller | None = None
+        self._setup(_listen(directory, self.path), handler)
 
-    def _remove_stale(self) -> None:
-        if not os.path.exists(self.path):
-            return
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    def _setup(self, sock: socket.socket, handler: Handler) -> None:
+        self.sock = sock
+        self.handler = handler
+        self.clients: dict[int, _Client] = {}
+        self._spare = _open_spare()
+        self._poller: Poller | None = None
+        self._timers: Timers | None = None
+        self._clock: Callable[[], float] = time.monotonic
+        self._resting = False
+
+    # ---- hand-over across exec -----------------------------------------------------------
+
+    def export(self) -> dict[str, Any]:
+        """The state for the next image of this process (a re-exec): the listening socket and
+        every client stay open across exec (their fds are made inheritable), and the returned
+        JSON-able dict, given to adopt() there, names them. The server keeps working until the
+        exec; if the exec fails, cancel_export() makes them private again."""
+        clients = []
+        for client in self.clients.values():
+            os.set_inheritable(client.fd, True)
+            entry: dict[str, Any] = {"fd": client.fd, "phase": client.phase.value}
+            if client.phase is Phase.WAITING:
+                entry["request"] = client.request
+                entry["read_eof"] = client.read_eof
+            else:
+                entry["data"] = client.data.decode("latin-1")  # bytes, 1:1 in JSON
+            clients.append(entry)
+        os.set_inheritable(self.sock.fileno(), True)
+        return {"version": EXPORT_VERSION, "path": self.path, "listen": self.sock.fileno(),
+                "clients": clients}
+
+    def cancel_export(self) -> None:
+        for fd in (self.sock.fileno(), *self.clients):
+            os.set_inheritable(fd, False)
+
+    @classmethod
+    def adopt(cls, state: dict[str, Any], handler: Handler) -> ControlServer:
+        """The server export() described, in the new image of the process: the same socket,
+        the same clients. A request that was waiting for its reply is not handed to `handler`
+        again (a reload must not start twice): take them with adopted_requests() and answer."""
         try:
-            probe.connect(self.path)
-        except OSError:
-            os.unlink(self.path)  # nobody listens: left by a supervisor that was killed
-            return
-        finally:
-            probe.close()
-        raise ControlError(f"another swarmd is already running with control socket "
-                           f"{self.path}; stop it, or give this one its own "
-                           f"RUNTIME_DIRECTORY")
+            if state.get("version") != EXPORT_VERSION:
+                raise ValueError(f"export version {state.get('version')!r}")
+            sock = socket.socket(fileno=int(state["listen"]))
+        except (KeyError, TypeError, ValueError, OSError) as exc:
+            raise ControlError(f"cannot take over the control socket: {exc}") from None
+        if sock.family != socket.AF_UNIX or sock.getsockname() != state["path"]:
+            sock.detach()
+            raise ControlError(f"cannot take over the control socket: fd {state['listen']} "
+                               f"is not {state['path']}")
+        sock.set_inheritable(False)
+        sock.setblocking(False)
+        server = cls.__new__(cls)
+        server.path = state["path"]
+        server._setup(sock, handler)
+        for entry in state.get("clients", []):
+            try:
+                conn = socket.socket(fileno=int(entry["fd"]))
+            except (KeyError, TypeError, ValueError, OSError):
+                continue  # gone with the old image: nothing to answer
+            try:
+                phase = Phase(entry["phase"])
+                client = _Client(conn, phase, str(entry.get("data", "")).encode("latin-1"))
+                if phase is Phase.WAITING:
+                    client.request = dict(entry["request"])
+                    client.read_eof = bool(entry.get("read_eof"))
+            except (KeyError, TypeError, ValueError):
+                conn.close()  # ours, but unreadable state: the client sees EOF, not a hang
+                continue
+            conn.set_inheritable(False)
+            conn.setblocking(False)
+            server.clients[client.fd] = client
+        return server
+
+    def adopted_requests(self) -> list[tuple[dict[str, Any], Reply]]:
+        """Every request still waiting for its reply, with the function that sends it."""
+        return [(client.request, partial(self._answer, client))
+                for client in self.clients.values()
+                if client.phase is Phase.WAITING and client.request is not None]
+
+    # ---- the loop's side -----------------------------------------------------------------
 
     def fds(self) -> list[int]:
-        return [self.sock.fileno(), *self.clients]
+        spare = [] if self._spare is None else [self._spare]
+        return [self.sock.fileno(), *spare, *self.clients]
 
-    def register(self, poller: Poller) -> None:
-        self._poller = poller
+    def register(self, poller: Poller, timers: Timers | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """Join the loop. With `timers`, a client that takes too long to ask or to take its
+        reply is dropped, and a failing accept() rests the socket; without, clients are only
+        capped in number."""
+        self._poller, self._timers, self._clock = poller, timers, clock
         poller.register(self.sock, self._accept)
+        for client in self.clients.values():  # adopted ones
+            events = {Phase.READING: EPOLLIN, Phase.WRITING: EPOLLOUT,
+                      Phase.WAITING: 0 if client.read_eof else EPOLLIN}[client.phase]
+            poller.register(client.sock, partial(self._on_client, client), events)
+            if client.phase is Phase.READING:
+                self._arm(client, REQUEST_TIMEOUT)
+            elif client.phase is Phase.WRITING:
+                self._arm(client, REPLY_TIMEOUT)
 
     def _accept(self) -> None:
         for _ in range(16):
@@ -103,94 +277,221 @@ class ControlServer:
                 conn, _ = self.sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            if _peer_uid(conn) not in (0, os.getuid()):
-                with contextlib.suppress(OSError):
-                    conn.sendall(b'{"ok": false, "error": "permission denied"}\n')
-                conn.close()
-                continue
-            conn.setblocking(False)
-            fd = conn.fileno()
-            self.clients[fd] = conn
-            self._buffers[fd] = b""
-            assert self._poller is not None
-            self._poller.register(conn, partial(self._read, fd))
+            except OSError as exc:
+                if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
+                    continue  # the client gave up while waiting
+                if exc.errno in (errno.EMFILE, errno.ENFILE):
+                    self._shed()
+                else:  # ENOBUFS, ENOMEM: nothing to do but wait
+                    self._rest()
+                return
+            self._admit(conn)
 
-    def _read(self, fd: int) -> None:
-        conn = self.clients.get(fd)
-        if conn is None:
-            return
+    def _admit(self, conn: socket.socket) -> None:
+        conn.setblocking(False)
         try:
-            data = conn.recv(MAX_REQUEST)
-        except BlockingIOError:
-            return
+            allowed = _peer_uid(conn) in (0, os.getuid())
         except OSError:
-            data = b""
-        if not data:
-            self._drop(fd)
+            allowed = False
+        if not allowed:
+            _refuse(conn, "permission denied")
             return
-        buffer = self._buffers[fd] + data
-        if b"\n" not in buffer:
-            if len(buffer) >= MAX_REQUEST:
-                self._reply(fd, {"ok": False, "error": "request too long"})
-            else:
-                self._buffers[fd] = buffer
+        if len(self.clients) >= MAX_CLIENTS and not self._evict():
+            _refuse(conn, f"too many control clients at once ({MAX_CLIENTS}); try again")
             return
+        client = _Client(conn)
+        self.clients[client.fd] = client
         assert self._poller is not None
-        self._poller.unregister(conn)  # one request per connection
-        line = buffer.split(b"\n", 1)[0]
-        try:
-            import json
+        self._poller.register(conn, partial(self._on_client, client))
+        self._arm(client, REQUEST_TIMEOUT)
 
-            request = json.loads(line)
-            if not isinstance(request, dict):
-                raise ValueError("not an object")
-        except ValueError as exc:
-            self._reply(fd, {"ok": False, "error": f"bad request: {exc}"}, registered=False)
+    def _evict(self) -> bool:
+        """Make room: the oldest client still sending its request goes (dicts keep order)."""
+        for client in self.clients.values():
+            if client.phase is Phase.READING:
+                self._close(client)
+                return True
+        return False
+
+    def _shed(self) -> None:
+        """accept() found no free fd: take the waiting connection with the spare fd's number
+        and close it at once, so it stops waking the loop; rest if there is no spare."""
+        if self._spare is None:
+            self._rest()
             return
-        self.handler(request, lambda reply: self._reply(fd, reply, registered=False))
-
-    def _reply(self, fd: int, reply: dict[str, Any], registered: bool = True) -> None:
-        conn = self.clients.get(fd)
-        if conn is None:
-            return
-        if registered and self._poller is not None:
-            self._poller.unregister(conn)
+        os.close(self._spare)
+        self._spare = None
         try:
-            conn.settimeout(REPLY_TIMEOUT)
-            import json
-
-            conn.sendall(json.dumps(reply).encode() + b"\n")
+            conn, _ = self.sock.accept()
         except OSError:
             pass
-        self._close(fd)
+        else:
+            _refuse(conn, "the supervisor is out of file descriptors; try again")
+        self._spare = _open_spare()
+        if self._spare is None:
+            self._rest()
 
-    def _drop(self, fd: int) -> None:
-        conn = self.clients.get(fd)
-        if conn is not None and self._poller is not None:
-            self._poller.unregister(conn)
-        self._close(fd)
+    def _rest(self) -> None:
+        if self._timers is None or self._poller is None or self._resting:
+            return
+        self._resting = True
+        self._poller.pause(self.sock)
+        self._timers.call_at(self._clock() + ACCEPT_PAUSE, self._wake)
 
-    def _close(self, fd: int) -> None:
-        conn = self.clients.pop(fd, None)
-        self._buffers.pop(fd, None)
-        if conn is not None:
-            conn.close()
+    def _wake(self) -> None:
+        self._resting = False
+        if self._poller is not None and self.sock.fileno() >= 0:
+            if self._spare is None:
+                self._spare = _open_spare()
+            self._poller.resume(self.sock)
+
+    def _on_client(self, client: _Client) -> None:
+        if client.closed:
+            return
+        if client.phase is Phase.WRITING:
+            self._flush(client)
+            return
+        if client.read_eof:  # nothing asked for, so the peer hung up for good
+            self._close(client)
+            return
+        try:
+            data = client.sock.recv(MAX_REQUEST)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._close(client)
+            return
+        if client.phase is Phase.WAITING:
+            if data:  # nothing may follow the request line
+                self._close(client)
+            else:  # shut down its side after asking (socat, nc -N): the reply still goes
+                client.read_eof = True
+                assert self._poller is not None
+                self._poller.modify(client.sock, 0)
+            return
+        if not data:
+            if not client.data.strip():
+                self._close(client)
+                return
+            data = b"\n"  # the request without its newline, then EOF: still a request
+            client.read_eof = True
+        buffer = client.data + data
+        end = buffer.find(b"\n")
+        if end < 0 or end > MAX_REQUEST:
+            if len(buffer) >= MAX_REQUEST:
+                self._answer(client, {"ok": False, "error": f"request longer than "
+                                                            f"{MAX_REQUEST} bytes"})
+            else:
+                client.data = buffer
+            return
+        client.data = b""
+        request = parse_request(buffer[:end])
+        if isinstance(request, str):
+            self._answer(client, {"ok": False, "error": request})
+            return
+        client.phase = Phase.WAITING
+        client.request = request
+        self._disarm(client)
+        if client.read_eof:
+            assert self._poller is not None
+            self._poller.modify(client.sock, 0)
+        self.handler(request, partial(self._answer, client))
+
+    def _answer(self, client: _Client, reply: dict[str, Any]) -> None:
+        """Queue the reply and write what the client takes now; the rest on write-readiness.
+        A second reply, or one for a client that is gone, is dropped."""
+        if client.closed or client.phase is Phase.WRITING:
+            return
+        import json
+
+        try:
+            data = json.dumps(reply).encode() + b"\n"
+        except (TypeError, ValueError) as exc:
+            data = json.dumps({"ok": False, "error": f"unwritable reply: {exc}"}).encode() + b"\n"
+        client.phase = Phase.WRITING
+        client.data = data
+        self._arm(client, REPLY_TIMEOUT)
+        self._flush(client)
+        if not client.closed and self._poller is not None:
+            self._poller.modify(client.sock, EPOLLOUT)
+
+    def _flush(self, client: _Client) -> None:
+        try:
+            sent = client.sock.send(client.data)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:  # the client is gone (EPIPE, ECONNRESET)
+            self._close(client)
+            return
+        client.data = client.data[sent:]
+        if not client.data:
+            self._close(client)
+
+    def _arm(self, client: _Client, seconds: float) -> None:
+        self._disarm(client)
+        if self._timers is not None:
+            client.timer = self._timers.call_at(self._clock() + seconds,
+                                                partial(self._expire, client))
+
+    def _disarm(self, client: _Client) -> None:
+        if client.timer is not None:
+            client.timer.cancel()
+            client.timer = None
+
+    def _expire(self, client: _Client) -> None:
+        client.timer = None
+        if client.phase is Phase.READING:  # one short line to say why; it fits the buffer
+            self._answer(client, {"ok": False, "error": f"no request line within "
+                                                        f"{REQUEST_TIMEOUT:g}s"})
+            if not client.closed:
+                self._close(client)
+        else:
+            self._close(client)
+
+    def _close(self, client: _Client) -> None:
+        if client.closed:
+            return
+        client.closed = True
+        self._disarm(client)
+        if self.clients.get(client.fd) is client:
+            del self.clients[client.fd]
+        if self._poller is not None:
+            self._poller.unregister(client.sock)
+        client.sock.close()
+        client.data = b""
 
     def close(self) -> None:
-        for fd in list(self.clients):
-            self._close(fd)
+        for client in list(self.clients.values()):
+            self._close(client)
+        if self._poller is not None:
+            self._poller.unregister(self.sock)
         self.sock.close()
+        if self._spare is not None:
+            os.close(self._spare)
+            self._spare = None
         with contextlib.suppress(OSError):
             os.unlink(self.path)
 
 
+def _refuse(conn: socket.socket, error: str) -> None:
+    """One short error line to a connection that will not be served (it fits the empty
+    socket buffer, so the non-blocking send is whole), then close."""
+    with contextlib.suppress(OSError):
+        conn.setblocking(False)
+        conn.send(b'{"ok": false, "error": "' + error.encode() + b'"}\n')
+    conn.close()
+
+
 def request(directory: str, payload: dict[str, Any], timeout: float | None = 10.0
             ) -> dict[str, Any]:
-    """Send one request to the running supervisor and wait for its reply."""
+    """Send one request to the running supervisor and wait for its reply (None: as long as it
+    takes, for a reload); every failure is a ControlError saying what happened."""
     import json
 
     path = socket_path(directory)
+    deadline = None if timeout is None else time.monotonic() + timeout
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    data = bytearray()
     try:
         sock.settimeout(timeout)
         try:
@@ -201,24 +502,44 @@ def request(directory: str, payload: dict[str, Any], timeout: float | None = 10.
         except PermissionError:
             raise ControlError(f"permission denied on {path}: run as the service's user "
                                f"or root") from None
+        except ConnectionRefusedError:
+            raise ControlError(f"no swarmd is listening on {path} (a stale socket, or it is "
+                               f"restarting); check systemctl status swarmd") from None
+        except TimeoutError:
+            raise ControlError(f"swarmd did not accept the connection within {timeout}s "
+                               f"at {path}") from None
         except OSError as exc:
-            raise ControlError(f"cannot reach swarmd at {path}: {exc.strerror}") from None
-        sock.sendall(json.dumps(payload).encode() + b"\n")
-        data = b""
-        while not data.endswith(b"\n"):
-            try:
+            raise ControlError(f"cannot reach swarmd at {path}: "
+                               f"{exc.strerror or exc}") from None
+        try:
+            sock.sendall(json.dumps(payload).encode() + b"\n")
+            while not data.endswith(b"\n"):
+                if deadline is not None:
+                    sock.settimeout(max(0.001, deadline - time.monotonic()))
                 chunk = sock.recv(65536)
-            except TimeoutError:
-                raise ControlError(f"swarmd did not answer within {timeout}s") from None
-            if not chunk:
-                break
-            data += chunk
+                if not chunk:
+                    break
+                data += chunk
+                if len(data) > MAX_REPLY:
+                    raise ControlError(f"swarmd's answer is longer than {MAX_REPLY} bytes")
+        except TimeoutError:
+            raise ControlError(f"swarmd did not answer within {timeout}s") from None
+        except OSError as exc:  # reset, broken pipe: it stopped, restarted or dropped us
+            raise ControlError(f"swarmd closed the connection before answering "
+                               f"({exc.strerror or exc}); it may be stopping or restarting: "
+                               f"check systemctl status swarmd") from None
     finally:
         sock.close()
     if not data:
-        raise ControlError("swarmd closed the connection without an answer")
+        raise ControlError("swarmd closed the connection without an answer; it may be "
+                           "stopping or restarting: check systemctl status swarmd")
+    if not data.endswith(b"\n"):
+        raise ControlError(f"swarmd closed the connection in the middle of its answer "
+                           f"({len(data)} bytes)")
     try:
         reply = json.loads(data)
-    except ValueError:
-        raise ControlError(f"unreadable answer from swarmd: {data[:80]!r}") from None
+    except (ValueError, RecursionError):
+        raise ControlError(f"unreadable answer from swarmd: {bytes(data[:80])!r}") from None
+    if not isinstance(reply, dict):
+        raise ControlError(f"unexpected answer from swarmd: {bytes(data[:80])!r}")
     return reply
