@@ -7,10 +7,37 @@ import os
 import sys
 
 from swarmd import __version__, config
-from swarmd.control import ControlError, ControlServer, request, runtime_dir
+from swarmd.control import ControlError, ControlServer, Handler, request, runtime_dir
 from swarmd.supervisor.status import NodeRow, format_table
 
 EXIT_CONFIG = 78  # EX_CONFIG: systemd's RestartPreventExitStatus=78 stops a restart loop
+
+
+def warn(text: str) -> None:
+    """One line to stderr that never raises: a warning must not be what ends swarmd when
+    stderr is a full disk (ENOSPC), a closed pipe or closed altogether (2>&-)."""
+    if sys.stderr is None:  # fd 2 was closed at start and nobody reopened it
+        return
+    try:
+        print(text, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
+
+
+def ensure_std_fds() -> None:
+    """Started with fd 0, 1 or 2 closed, the next file swarmd opens would take its number and
+    get whatever is written to "stderr" (a node's, a library's, a fatal error's): /dev/null
+    holds each missing one instead."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:  # the lowest free number: this one, unless a lower one was also free
+                os.dup2(null, fd)
+                os.close(null)
+    if sys.stderr is None:  # Python found fd 2 closed at start
+        sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115 - lives as long as the process
 
 
 def config_path(arg: str | None) -> str:
@@ -22,9 +49,8 @@ def _load(path: str) -> config.Config | None:
         return config.load(path)
     except config.ConfigError as exc:
         for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        print(f"swarmd: {path} is not valid; fix the lines above, then `swarmd check -c {path}`",
-              file=sys.stderr)
+            warn(problem)
+        warn(f"swarmd: {path} is not valid; fix the lines above, then `swarmd check -c {path}`")
         return None
 
 
@@ -41,6 +67,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from swarmd.supervisor.core import PreloadError, Supervisor  # keep check/status imports light
 
+    ensure_std_fds()
     path = config_path(args.config)
     cfg = _load(path)
     if cfg is None:
@@ -49,19 +76,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         supervisor.preload()
     except PreloadError as exc:
-        print(f"swarmd: {exc}", file=sys.stderr)
+        warn(f"swarmd: {exc}")
         return EXIT_CONFIG
-    directory = runtime_dir()
     try:
-        supervisor.attach_control(ControlServer(directory, supervisor.handle_request))
+        server = open_control(runtime_dir(), supervisor.handle_request)
     except ControlError as exc:
-        print(f"swarmd: {exc}", file=sys.stderr)
+        warn(f"swarmd: {exc}")
         return 1
-    except OSError as exc:
-        print(f"swarmd: warning: no control socket in {directory} ({exc.strerror}); "
-              f"swarmd status/reload/quiet will not reach this supervisor; set "
-              f"RUNTIME_DIRECTORY to a writable directory", file=sys.stderr)
+    if server is not None:
+        supervisor.attach_control(server)
     return supervisor.run()
+
+
+def open_control(directory: str, handler: Handler) -> ControlServer | None:
+    """The control socket, or None after one warning line when the runtime directory cannot
+    hold it (unwritable, full, a path too long for a socket): swarmd runs on without it.
+    ControlError (another swarmd listens there) is the caller's: that one must not start."""
+    try:
+        return ControlServer(directory, handler)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)  # "AF_UNIX path too long" has no strerror
+        warn(f"swarmd: warning: no control socket in {directory} ({reason}); swarmd "
+             f"status/reload/quiet will not reach this supervisor; set RUNTIME_DIRECTORY to a "
+             f"writable directory with a short path")
+        return None
 
 
 def _ask(args: argparse.Namespace, payload: dict[str, object], timeout: float | None
@@ -70,7 +108,7 @@ def _ask(args: argparse.Namespace, payload: dict[str, object], timeout: float | 
     try:
         return request(directory, payload, timeout)
     except ControlError as exc:
-        print(f"swarmd: {exc}", file=sys.stderr)
+        warn(f"swarmd: {exc}")
         return None
 
 
