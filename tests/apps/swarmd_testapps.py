@@ -96,6 +96,24 @@ def flood(node: Node) -> int:
     return steady(node)
 
 
+def print_flood(node: Node) -> int:
+    """Targeted nodes print lines to stdout as fast as they can, reporting between them, for
+    TESTAPP_FLOOD_SECONDS (default: until stopped), then run steady."""
+    if _targeted(node):
+        seconds = os.environ.get("TESTAPP_FLOOD_SECONDS")
+        until = time.monotonic() + float(seconds) if seconds else float("inf")
+        out = sys.stdout
+        count = 0
+        while not node.stopping.is_set() and time.monotonic() < until:
+            out.write(f"node {node.id} flood line {count}\n")
+            count += 1
+            if count % 1000 == 0:
+                out.flush()
+                node.healthy()
+        out.flush()
+    return steady(node)
+
+
 def flood_then_fail(node: Node) -> int:
     """Targeted nodes call node.healthy() in a tight loop for TESTAPP_FLOOD_SECONDS, then
     report code 1 every PERIOD (the first may wait in Node while the pipe is full)."""
