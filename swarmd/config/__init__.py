@@ -20,6 +20,7 @@ from swarmd.config.document import MAX_BYTES, compose, read_file
 from swarmd.config.durations import format_duration
 from swarmd.config.durations import parse_duration as parse_duration  # re-exported
 from swarmd.config.health import ACTIONS, PRIORITIES, HealthCode, HealthTable
+from swarmd.config.output import OutputLimit, parse_output
 
 DEFAULT_PATH = "/etc/swarmd.yaml"
 MAX_NODES = 4096
@@ -58,6 +59,7 @@ class Config(NamedTuple):
     restart: RestartPolicy = RestartPolicy()
     reload: str = "rolling"
     health: HealthTable = HealthTable()
+    output: OutputLimit = OutputLimit()
     path: str | None = None
 
     @property
@@ -131,7 +133,7 @@ def _yaml_problem(exc: yaml.YAMLError, text: str, path: str) -> str:
 
 
 _TOP_KEYS = ("nodes", "app", "command", "preload", "node_id_offset", "env", "timeouts",
-             "restart", "reload", "health")
+             "restart", "reload", "health", "output")
 
 
 def _build(data: Mapping[str, Any], c: Checker, path: str) -> Config:
@@ -192,9 +194,10 @@ def _build(data: Mapping[str, Any], c: Checker, path: str) -> Config:
         c.problem("reload", f"expected rolling or quiet, got {describe(reload_mode)}")
         reload_mode = defaults.reload
     health = _health(c.mapping(data.get("health"), "health"), c)
+    output = parse_output(data.get("output"), c)
     return Config(nodes=nodes, app=app, command=command, preload=preload, node_id_offset=offset,
                   env=env, timeouts=timeouts, restart=restart, reload=reload_mode,
-                  health=health, path=path)
+                  health=health, output=output, path=path)
 
 
 def _command(data: Mapping[str, Any], c: Checker) -> tuple[str, ...] | None:

@@ -46,6 +46,7 @@ KINDS: dict[str, Kind] = {
         Kind("node.restarting", "3172c153f3174e318d3d90b0e9e69670", 5),
         Kind("node.crash_loop", "5f9eb7a51fee46d7a71e8ea060fb4986", 2),
         Kind("node.protocol_error", "eb4ddf49a2a84784b71a672634b86317", 4),
+        Kind("node.output_dropped", "57a9d4932c1f475d987f6fb28be130b3", 4),
     )
 }
 
