@@ -13,10 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from swarmd.config import Config, ConfigError, load, parse
+from tests.fuzz import FUZZ
 
 KNOWN_KEYS = ["nodes", "app", "command", "preload", "node_id_offset", "env", "timeouts",
               "restart", "reload", "health", "codes", "boot", "report", "shutdown", "drain",
@@ -85,10 +86,6 @@ def config_file() -> Iterator[Path]:
         path = Path(directory) / "swarmd.yaml"
         path.touch(mode=0o600)
         yield path
-
-
-FUZZ = settings(deadline=None, max_examples=300,  # no wall-time assert: bench/config_fuzz.py
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
 @FUZZ

@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from swarmd import control
 from swarmd.control import ControlError, ControlServer, Phase, request
 from swarmd.loop.poller import Poller
 from swarmd.loop.timers import Timers
+from tests.fuzz import FUZZ
 
 
 class Loop:
@@ -524,8 +525,7 @@ chunks = st.lists(json_like | st.binary(max_size=600) | st.just(b"[" * 3000),
                   min_size=1, max_size=6)
 
 
-@settings(deadline=None, max_examples=200, suppress_health_check=[
-    HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@FUZZ
 @given(parts=chunks, hang_up=st.booleans())
 def test_any_bytes_from_a_client_never_raise_and_stay_bounded(shared_loop: Loop,
                                                               parts: list[bytes],

@@ -20,6 +20,7 @@ from swarmd.loop.poller import Poller
 from swarmd.systemd import native
 from swarmd.systemd.events import Event, JournalSink, NodeRef
 from swarmd.systemd.native import JournalSender, encode_entry
+from tests.fuzz import FUZZ
 
 NODE = NodeRef(id=3, pid=812, generation=2)
 
@@ -106,6 +107,7 @@ def test_a_value_with_a_newline_is_length_prefixed() -> None:
         b"MESSAGE\n" + struct.pack("<Q", 9) + b"two\nlines\n")
 
 
+@FUZZ
 @given(st.lists(st.tuples(st.from_regex(r"[A-Z][A-Z0-9_]{0,20}", fullmatch=True),
                           st.text() | st.integers()), max_size=8))
 def test_any_text_round_trips_through_the_encoding(fields: list[tuple[str, object]]) -> None:
