@@ -5,7 +5,8 @@ The supervisor's log lines go to stderr or the journal, both read by someone els
 pace; a write that waits for them stops the loop (the watchdog, every node). An Outbox writes
 what the fd takes at once, keeps the rest up to `limit` bytes, and writes it when the poller
 says the fd is writable again (it registers the fd for write-readiness only while something
-waits, so a drained outbox costs the loop nothing). What does not fit is dropped and counted,
+waits, so a drained outbox costs the loop nothing). What does not fit is dropped and counted
+(an item alone in the queue always fits: an entry larger than the limit still goes out),
 and once the queue drains a note saying how many were dropped goes out. Ordinary items may fill
 `limit` less a reserve kept for important ones (the supervisor's own entries, over node output).
 """
@@ -69,8 +70,8 @@ class Outbox:
     def put(self, item: bytes, important: bool = False) -> bool:
         """Queue `item` and write what the fd takes; False when there was no room for it
         (or the fd is broken): it is dropped and counted."""
-        if self.broken is not None or self._size + len(item) > (
-                self.limit if important else self._soft):
+        if self.broken is not None or (self._items and self._size + len(item) > (
+                self.limit if important else self._soft)):  # one item alone always fits
             self.dropped += 1
             self.dropped_total += 1
             return False

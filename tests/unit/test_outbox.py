@@ -238,3 +238,12 @@ def test_items_that_cannot_go_are_counted_and_told_once_writes_work_again() -> N
     out.put(b"back\n")
     assert out.written == [b"back\n", note(3)]
     assert out.dropped == 0 and out.dropped_total == 3
+
+
+def test_an_item_larger_than_the_limit_still_goes_when_nothing_waits(
+        pipe: tuple[int, int]) -> None:
+    r, w = pipe
+    out = StreamOutbox.for_fd(w, 100, note)
+    assert out.put(b"y" * 1000 + b"\n")
+    assert drain(r) == b"y" * 1000 + b"\n"
+    out.close()
