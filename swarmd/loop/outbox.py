@@ -70,16 +70,21 @@ class Outbox:
     def put(self, item: bytes, important: bool = False) -> bool:
         """Queue `item` and write what the fd takes; False when there was no room for it
         (or the fd is broken): it is dropped and counted."""
-        if self.broken is not None or (self._items and self._size + len(item) > (
-                self.limit if important else self._soft)):  # one item alone always fits
+        if self.broken is not None:
             self.dropped += 1
             self.dropped_total += 1
             return False
-        self._items.append(item)
-        self._size += len(item)
+        queued = True
+        if self._items and self._size + len(item) > (self.limit if important else self._soft):
+            self.dropped += 1  # an item alone in the queue always fits
+            self.dropped_total += 1
+            queued = False
+        else:
+            self._items.append(item)
+            self._size += len(item)
         if self._watching is None:  # else the poller calls flush when the fd takes more
             self.flush()
-        return True
+        return queued
 
     def pending(self) -> int:
         """Bytes queued."""
