@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from swarmd import control
 from swarmd.cli import open_control, parser, warn
+from swarmd.control import server
 
 
 def test_run_and_check_take_a_config() -> None:
@@ -109,7 +109,7 @@ def test_a_runtime_directory_that_cannot_hold_the_socket_is_one_warning_line(
     def fail(directory: str, path: str) -> None:
         raise OSError(error, os.strerror(error))
 
-    monkeypatch.setattr(control, "_listen", fail)
+    monkeypatch.setattr(server, "listen", fail)
     assert open_control("/run/swarmd", lambda request, reply: None) is None
     [line] = capsys.readouterr().err.splitlines()
     assert line.startswith(f"swarmd: warning: no control socket in /run/swarmd "

@@ -18,8 +18,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from swarmd import control
-from swarmd.control import ControlError, ControlServer, Phase, request
+import swarmd.control.server as control
+from swarmd.control import SOCKET_NAME, ControlError, ControlServer, Phase, request
 from swarmd.loop.poller import Poller
 from swarmd.loop.timers import Timers
 from tests.fuzz import FUZZ
@@ -442,7 +442,7 @@ def one_shot_server(tmp_path: Path, behave: Any) -> tuple[str, threading.Thread]
     directory = tmp_path / "fake"
     directory.mkdir()
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(str(directory / control.SOCKET_NAME))
+    listener.bind(str(directory / SOCKET_NAME))
     listener.listen(1)
 
     def serve() -> None:
@@ -492,7 +492,7 @@ def test_the_client_names_a_stale_socket(tmp_path: Path) -> None:
     directory = tmp_path / "stale"
     directory.mkdir()
     stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    stale.bind(str(directory / control.SOCKET_NAME))
+    stale.bind(str(directory / SOCKET_NAME))
     stale.close()  # the file stays, nobody listens
     with pytest.raises(ControlError, match="no swarmd is listening on .*a stale socket"):
         request(str(directory), {"command": "status"})

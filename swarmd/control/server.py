@@ -1,15 +1,11 @@
-"""The control socket: a server in the supervisor's loop, a client for status/reload/quiet.
+"""The control server, inside the supervisor's loop: it never blocks it.
 
-One JSON request line per connection, one JSON reply line. The socket lives in the runtime
-directory with mode 0600 and only answers peers with the supervisor's uid or root
-(SO_PEERCRED), since `reload` and `quiet` change what the service does.
-
-Nothing a client does can stall or end the supervisor: every socket is non-blocking, a reply is
-queued and written as the client takes it (write-readiness), a request has MAX_REQUEST bytes and
-REQUEST_TIMEOUT seconds, a reply REPLY_TIMEOUT seconds to be taken, at most MAX_CLIENTS are
-connected, and running out of file descriptors sheds the connection it cannot take instead of
-waking the loop for it again and again. The server and the requests it is still answering can
-be handed over to the next image of the process (export/adopt, for a re-exec).
+Every socket is non-blocking, a reply is queued and written as the client takes it
+(write-readiness), a request has MAX_REQUEST bytes and REQUEST_TIMEOUT seconds, a reply
+REPLY_TIMEOUT seconds to be taken, at most MAX_CLIENTS are connected, and running out of file
+descriptors sheds the connection it cannot take instead of waking the loop for it again and
+again. The server and the requests it is still answering can be handed over to the next image
+of the process (export/adopt, for a re-exec).
 """
 
 from __future__ import annotations
@@ -18,19 +14,19 @@ import contextlib
 import errno
 import os
 import socket
-import struct
 import time
 from collections.abc import Callable
 from enum import Enum
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from swarmd.control.base import ControlError, socket_path
+from swarmd.control.listen import listen, open_spare, peer_uid, refuse
 from swarmd.loop.poller import EPOLLIN, EPOLLOUT, Poller
 
 if TYPE_CHECKING:
     from swarmd.loop.timers import Timer, Timers
 
-SOCKET_NAME = "control.sock"
 # json is imported where a request is read or written, not at start: a supervisor that is never
 # asked anything never loads it (one module less in every node's fork, ~1 ms less per start)
 MAX_REQUEST = 4096  # bytes of a request line
@@ -39,36 +35,7 @@ REQUEST_TIMEOUT = 5.0  # seconds a client has to send its request line
 REPLY_TIMEOUT = 10.0  # seconds a client has to take its whole reply
 ACCEPT_PAUSE = 0.5  # seconds the socket rests when accept() fails for want of memory or fds
 MAX_COMMAND = 64  # characters of a command name
-MAX_REPLY = 64 << 20  # bytes of a reply the client reads
-MAX_SOCKET_PATH = 107  # bytes of sun_path, without its NUL
 EXPORT_VERSION = 1
-
-
-class ControlError(Exception):
-    """The running supervisor cannot be reached or refused the request."""
-
-
-def runtime_dir(instance: str | None = None, environ: dict[str, str] | None = None) -> str:
-    """$RUNTIME_DIRECTORY (set by systemd), else /run/swarmd or /run/swarmd-<instance>
-    ($XDG_RUNTIME_DIR/swarmd for a user who is not root)."""
-    env = os.environ if environ is None else environ
-    name = f"swarmd-{instance}" if instance else "swarmd"
-    value = env.get("RUNTIME_DIRECTORY", "")
-    if value and not instance:
-        return value.split(":")[0]
-    if os.geteuid() != 0 and env.get("XDG_RUNTIME_DIR"):  # a user's foreground run
-        return os.path.join(env["XDG_RUNTIME_DIR"], name)
-    return f"/run/{name}"
-
-
-def socket_path(directory: str) -> str:
-    return os.path.join(directory, SOCKET_NAME)
-
-
-def _peer_uid(conn: socket.socket) -> int:
-    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    _pid, uid, _gid = struct.unpack("3i", creds)
-    return uid
 
 
 Reply = Callable[[dict[str, Any]], None]
@@ -96,54 +63,6 @@ class _Client:
         self.closed = False
 
 
-def _listen(directory: str, path: str) -> socket.socket:
-    """A listening socket at `path`; OSError with a readable strerror when it cannot be."""
-    if len(os.fsencode(path)) > MAX_SOCKET_PATH:
-        raise OSError(errno.ENAMETOOLONG, f"the socket path {path} is longer than the "
-                                          f"{MAX_SOCKET_PATH} bytes a unix socket can have")
-    os.makedirs(directory, mode=0o755, exist_ok=True)
-    _remove_stale(path)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        old_umask = os.umask(0o177)
-        try:
-            sock.bind(path)
-        finally:
-            os.umask(old_umask)
-        os.chmod(path, 0o600)
-        sock.listen(16)
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-def _remove_stale(path: str) -> None:
-    if not os.path.exists(path):
-        return
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(path)
-    except OSError:
-        os.unlink(path)  # nobody listens: left by a supervisor that was killed
-        return
-    finally:
-        probe.close()
-    raise ControlError(f"another swarmd is already running with control socket "
-                       f"{path}; stop it, or give this one its own "
-                       f"RUNTIME_DIRECTORY")
-
-
-def _open_spare() -> int | None:
-    """An fd held in reserve: when accept() finds the fd table full, closing it makes room to
-    take the waiting connection and close it (else it would wake the loop forever)."""
-    try:
-        return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return None
-
-
 def parse_request(line: bytes) -> dict[str, Any] | str:
     """The request of one line, or why it is not one (never raises: any bytes may arrive)."""
     import json
@@ -167,13 +86,13 @@ class ControlServer:
 
     def __init__(self, directory: str, handler: Handler) -> None:
         self.path = socket_path(directory)
-        self._setup(_listen(directory, self.path), handler)
+        self._setup(listen(directory, self.path), handler)
 
     def _setup(self, sock: socket.socket, handler: Handler) -> None:
         self.sock = sock
         self.handler = handler
         self.clients: dict[int, _Client] = {}
-        self._spare = _open_spare()
+        self._spare = open_spare()
         self._poller: Poller | None = None
         self._timers: Timers | None = None
         self._clock: Callable[[], float] = time.monotonic
@@ -290,14 +209,14 @@ class ControlServer:
     def _admit(self, conn: socket.socket) -> None:
         conn.setblocking(False)
         try:
-            allowed = _peer_uid(conn) in (0, os.getuid())
+            allowed = peer_uid(conn) in (0, os.getuid())
         except OSError:
             allowed = False
         if not allowed:
-            _refuse(conn, "permission denied")
+            refuse(conn, "permission denied")
             return
         if len(self.clients) >= MAX_CLIENTS and not self._evict():
-            _refuse(conn, f"too many control clients at once ({MAX_CLIENTS}); try again")
+            refuse(conn, f"too many control clients at once ({MAX_CLIENTS}); try again")
             return
         client = _Client(conn)
         self.clients[client.fd] = client
@@ -326,8 +245,8 @@ class ControlServer:
         except OSError:
             pass
         else:
-            _refuse(conn, "the supervisor is out of file descriptors; try again")
-        self._spare = _open_spare()
+            refuse(conn, "the supervisor is out of file descriptors; try again")
+        self._spare = open_spare()
         if self._spare is None:
             self._rest()
 
@@ -342,7 +261,7 @@ class ControlServer:
         self._resting = False
         if self._poller is not None and self.sock.fileno() >= 0:
             if self._spare is None:
-                self._spare = _open_spare()
+                self._spare = open_spare()
             self._poller.resume(self.sock)
 
     def _on_client(self, client: _Client) -> None:
@@ -473,73 +392,3 @@ class ControlServer:
             os.unlink(self.path)
 
 
-def _refuse(conn: socket.socket, error: str) -> None:
-    """One short error line to a connection that will not be served (it fits the empty
-    socket buffer, so the non-blocking send is whole), then close."""
-    with contextlib.suppress(OSError):
-        conn.setblocking(False)
-        conn.send(b'{"ok": false, "error": "' + error.encode() + b'"}\n')
-    conn.close()
-
-
-def request(directory: str, payload: dict[str, Any], timeout: float | None = 10.0
-            ) -> dict[str, Any]:
-    """Send one request to the running supervisor and wait for its reply (None: as long as it
-    takes, for a reload); every failure is a ControlError saying what happened."""
-    import json
-
-    path = socket_path(directory)
-    deadline = None if timeout is None else time.monotonic() + timeout
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    data = bytearray()
-    try:
-        sock.settimeout(timeout)
-        try:
-            sock.connect(path)
-        except FileNotFoundError:
-            raise ControlError(f"no swarmd is running here ({path} does not exist); "
-                               f"start it with systemctl start swarmd") from None
-        except PermissionError:
-            raise ControlError(f"permission denied on {path}: run as the service's user "
-                               f"or root") from None
-        except ConnectionRefusedError:
-            raise ControlError(f"no swarmd is listening on {path} (a stale socket, or it is "
-                               f"restarting); check systemctl status swarmd") from None
-        except TimeoutError:
-            raise ControlError(f"swarmd did not accept the connection within {timeout}s "
-                               f"at {path}") from None
-        except OSError as exc:
-            raise ControlError(f"cannot reach swarmd at {path}: "
-                               f"{exc.strerror or exc}") from None
-        try:
-            sock.sendall(json.dumps(payload).encode() + b"\n")
-            while not data.endswith(b"\n"):
-                if deadline is not None:
-                    sock.settimeout(max(0.001, deadline - time.monotonic()))
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-                if len(data) > MAX_REPLY:
-                    raise ControlError(f"swarmd's answer is longer than {MAX_REPLY} bytes")
-        except TimeoutError:
-            raise ControlError(f"swarmd did not answer within {timeout}s") from None
-        except OSError as exc:  # reset, broken pipe: it stopped, restarted or dropped us
-            raise ControlError(f"swarmd closed the connection before answering "
-                               f"({exc.strerror or exc}); it may be stopping or restarting: "
-                               f"check systemctl status swarmd") from None
-    finally:
-        sock.close()
-    if not data:
-        raise ControlError("swarmd closed the connection without an answer; it may be "
-                           "stopping or restarting: check systemctl status swarmd")
-    if not data.endswith(b"\n"):
-        raise ControlError(f"swarmd closed the connection in the middle of its answer "
-                           f"({len(data)} bytes)")
-    try:
-        reply = json.loads(data)
-    except (ValueError, RecursionError):
-        raise ControlError(f"unreadable answer from swarmd: {bytes(data[:80])!r}") from None
-    if not isinstance(reply, dict):
-        raise ControlError(f"unexpected answer from swarmd: {bytes(data[:80])!r}")
-    return reply
