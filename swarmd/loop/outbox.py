@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import errno
 import os
+import select
 import socket
 import stat
+import time
 from collections import deque
 from collections.abc import Callable
 
@@ -115,6 +117,21 @@ class Outbox:
                 self._items.append(note)
                 self._size += len(note)
         self._unwatch()
+
+    def drain(self, timeout: float) -> None:
+        """Wait up to `timeout` seconds for the queue to go out: at exit, when the loop is
+        over and the last entries (swarmd.stopped) would otherwise be lost."""
+        deadline = time.monotonic() + timeout
+        fd = self.fileno()
+        waiter = select.poll()
+        if fd is not None:
+            waiter.register(fd, select.POLLOUT)
+        while self._items and self.broken is None:
+            left = deadline - time.monotonic()
+            if left <= 0 or fd is None:
+                return
+            waiter.poll(left * 1000)
+            self.flush()
 
     def close(self) -> None:
         self._unwatch()

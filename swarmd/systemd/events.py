@@ -103,7 +103,7 @@ class LoopSink(Sink, Protocol):
 
     def fds(self) -> list[int]: ...
 
-    def close(self) -> None: ...
+    def close(self, drain: float = 1.0) -> None: ...
 
 
 def journal_fields(event: Event) -> dict[str, str | int]:
@@ -158,7 +158,10 @@ class JournalSink:
         fd = self.sender.sock.fileno()
         return [fd] if fd >= 0 else []
 
-    def close(self) -> None:
+    def close(self, drain: float = 1.0) -> None:
+        """At exit: what journald has not taken yet gets up to `drain` seconds, then the
+        socket is closed."""
+        self.sender.drain(drain)
         self.sender.close()
 
 
@@ -224,8 +227,10 @@ class StderrSink:
             return []
         return [self.outbox.fd]
 
-    def close(self) -> None:
+    def close(self, drain: float = 1.0) -> None:
+        """At exit: what stderr has not taken yet gets up to `drain` seconds."""
         if self.outbox is not None:
+            self.outbox.drain(drain)
             self.outbox.close()
             self.outbox = None
 

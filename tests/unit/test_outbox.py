@@ -7,6 +7,7 @@ import io
 import os
 import socket
 import tempfile
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -260,3 +261,35 @@ def test_without_a_poller_a_full_queue_still_moves_as_the_reader_reads(
     got += drain(r)
     assert len(got) > 64 * 1024  # more than one pipe's worth came out
     out.close()
+
+
+def test_at_exit_the_queue_gets_a_bounded_wait_to_go_out(pipe: tuple[int, int]) -> None:
+    r, w = pipe
+    out = StreamOutbox.for_fd(w, 1 << 20, note)
+    while out.pending() == 0:
+        out.put(line(0))
+    out.put(b"last words\n", important=True)
+    reader = threading.Thread(target=lambda: got.extend(read_until(r, b"last words\n")))
+    got: list[bytes] = []
+    reader.start()
+    out.drain(30)  # returns as soon as the reader took it all
+    reader.join(30)
+    assert out.pending() == 0 and got[-1].endswith(b"last words\n")
+    out.close()
+
+
+def test_a_drain_nobody_reads_gives_up_at_its_timeout(pipe: tuple[int, int]) -> None:
+    _, w = pipe
+    out = StreamOutbox.for_fd(w, 1 << 20, note)
+    while out.pending() == 0:
+        out.put(line(0))
+    out.drain(0.05)
+    assert out.pending() > 0  # still queued: the drain did not wait for ever
+    out.close()
+
+
+def read_until(fd: int, end: bytes) -> list[bytes]:
+    data = b""
+    while not data.endswith(end):
+        data += os.read(fd, 1 << 16)
+    return [data]
