@@ -6,7 +6,7 @@ a regular file of at most MAX_BYTES (a FIFO, a device, /dev/zero are refused bef
 read), and the YAML is measured in one pass over its events before a node is composed: nesting
 deeper than MAX_DEPTH (PyYAML's composer recurses per level) and more than MAX_VALUES values,
 counting every alias as the values it names (an alias bomb: 200 bytes, 2^30 values), are
-refused with the line where they start, so composing and building cost at most ~0.1 s (~1 s
+refused with the line where they start, so composing and building cost at most ~0.06 s (~0.5 s
 without libyaml). What the constructor itself raises on a bad scalar (a
 date that does not exist, an integer of 5000 digits) becomes a YAML error too.
 """
@@ -23,7 +23,7 @@ from swarmd.config.checker import ConfigError, Source
 
 MAX_BYTES = 1 << 19  # a config is a few KiB; 512 KiB parse in ~0.5 s without libyaml (0.03 s with)
 MAX_DEPTH = 64  # a swarmd config nests 4 deep; PyYAML composes ~3 frames per level
-MAX_VALUES = 20_000  # scalars and collections, aliases expanded; a config has a few dozen
+MAX_VALUES = 10_000  # scalars and collections, aliases expanded; a config has a few dozen
 MAX_INT_DIGITS = 64  # int() of more digits is quadratic (and over 4300 refused by Python 3.11)
 
 
