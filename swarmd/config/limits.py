@@ -16,7 +16,7 @@ from swarmd.config.durations import parse_duration
 from swarmd.config.sizes import format_size, parse_size
 
 if TYPE_CHECKING:  # the package imports this module: no import of it at run time
-    from swarmd.config import _Checker
+    from swarmd.config.checker import Checker
 
 KEYS = ("memory", "memory_max", "lifetime")
 # Below this no Python process runs at all: a bare number this small is a forgotten unit
@@ -36,7 +36,7 @@ class Limits(NamedTuple):
         return any(value is not None for value in self)
 
 
-def check_limits(data: Any, c: _Checker, prefix: str = "limits") -> Limits:
+def check_limits(data: Any, c: Checker, prefix: str = "limits") -> Limits:
     """Limits from the `limits` value of the config (None when absent); every problem goes to
     the checker with its key path, and a key with a problem stays off."""
     section: Mapping[str, Any] = c.mapping(data, prefix)
@@ -52,7 +52,7 @@ def check_limits(data: Any, c: _Checker, prefix: str = "limits") -> Limits:
     return Limits(memory=memory, memory_max=memory_max, lifetime=lifetime)
 
 
-def _size(section: Mapping[str, Any], key: str, prefix: str, c: _Checker) -> int | None:
+def _size(section: Mapping[str, Any], key: str, prefix: str, c: Checker) -> int | None:
     if key not in section or section[key] is None:
         return None
     value = section[key]
@@ -69,7 +69,7 @@ def _size(section: Mapping[str, Any], key: str, prefix: str, c: _Checker) -> int
     return size
 
 
-def _lifetime(section: Mapping[str, Any], prefix: str, c: _Checker) -> float | None:
+def _lifetime(section: Mapping[str, Any], prefix: str, c: Checker) -> float | None:
     if "lifetime" not in section or section["lifetime"] is None:
         return None
     value = section["lifetime"]

@@ -1,6 +1,6 @@
 """The `metrics:` section: where the endpoint listens, the node_exporter textfile, the caps.
 
-Called from swarmd.config._build with the section's data and the shared _Checker, so its
+Called from swarmd.config._build with the section's data and the shared Checker, so its
 problems read like every other key's (key path and YAML line) and `swarmd check` refuses the
 same files `swarmd run` would.
 """
@@ -14,7 +14,7 @@ from swarmd.metrics.address import Address, parse_address
 from swarmd.metrics.store import Caps
 
 if TYPE_CHECKING:  # a runtime import would be circular: swarmd.config imports this module
-    from swarmd.config import _Checker
+    from swarmd.config.checker import Checker
 
 KEYS = ("listen", "textfile", "max_series_per_node", "max_series")
 MAX_SERIES_LIMIT = 10_000_000
@@ -36,7 +36,7 @@ class MetricsConfig(NamedTuple):
         return self.listen is not None or self.textfile is not None
 
 
-def check_metrics(data: Any, c: _Checker) -> MetricsConfig:
+def check_metrics(data: Any, c: Checker) -> MetricsConfig:
     section = c.mapping(data, "metrics")
     c.unknown_keys(section, KEYS, "metrics.")
     defaults = MetricsConfig()
@@ -61,7 +61,7 @@ def check_metrics(data: Any, c: _Checker) -> MetricsConfig:
                          max_series=total)
 
 
-def _textfile(value: Any, c: _Checker) -> str | None:
+def _textfile(value: Any, c: Checker) -> str | None:
     key = "metrics.textfile"
     if not isinstance(value, str) or not value:
         c.problem(key, f"expected a file path like "

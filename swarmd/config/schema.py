@@ -11,19 +11,13 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
+from swarmd.config.checker import ConfigError as ConfigError  # re-exported
 from swarmd.config.health import HealthCode, HealthTable
+from swarmd.config.output import OutputLimit
 
 DEFAULT_PATH = "/etc/swarmd.yaml"
 RESERVED_ENV = ("SWARMD_NODE_ID", "SWARMD_NODE_GENERATION", "SWARMD_HEALTH_FD",
                 "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
-
-
-class ConfigError(Exception):
-    """A config that must not be used; `problems` holds one readable line each."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
 
 
 class Timeouts(NamedTuple):
@@ -51,6 +45,7 @@ class Config(NamedTuple):
     restart: RestartPolicy = RestartPolicy()
     reload: str = "rolling"
     health: HealthTable = HealthTable()
+    output: OutputLimit = OutputLimit()
     path: str | None = None
 
     @property
@@ -69,7 +64,7 @@ def to_data(config: Config) -> dict[str, Any]:
         "health": {str(code): {"name": info.name, "priority": info.priority,
                                "action": info.action}
                    for code, info in config.health.codes.items()},
-        "path": config.path,
+        "output": config.output._asdict(), "path": config.path,
     }
 
 
@@ -85,5 +80,5 @@ def from_data(data: Mapping[str, Any]) -> Config:
         health=HealthTable({int(code): HealthCode(int(code), info["name"], info["priority"],
                                                   info["action"])
                             for code, info in data["health"].items()}),
-        path=data.get("path"),
+        output=OutputLimit(**data["output"]), path=data.get("path"),
     )

@@ -15,129 +15,26 @@ from typing import Any
 
 import yaml
 
-from swarmd.config.durations import format_duration, parse_duration
+from swarmd.config.checker import Checker, ConfigError, describe, printable
+from swarmd.config.document import MAX_BYTES, compose, read_file
+from swarmd.config.durations import format_duration
+from swarmd.config.durations import parse_duration as parse_duration  # re-exported
 from swarmd.config.health import ACTIONS, PRIORITIES, HealthCode, HealthTable
-from swarmd.config.schema import RESERVED_ENV, Config, ConfigError, RestartPolicy, Timeouts
+from swarmd.config.output import parse_output
+from swarmd.config.schema import DEFAULT_PATH as DEFAULT_PATH  # re-exported
+from swarmd.config.schema import RESERVED_ENV, Config, RestartPolicy, Timeouts
 
 MAX_NODES = 4096
-_APP = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_CODE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+# fullmatch, not match: "$" also matches before a final newline ("A\n" is no variable name)
+_APP = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_CODE_NAME = re.compile(r"[a-z][a-z0-9_]*")
+MAX_ARG_BYTES = 131071  # execve refuses a longer argument or NAME=value (MAX_ARG_STRLEN - 1)
+MAX_EXEC_BYTES = 1 << 20  # command and env together; execve takes ~2 MiB with the inherited env
 
 
-class _Source:
-    """Where each key path stands in the YAML text, and what was written there."""
-
-    def __init__(self) -> None:
-        self.lines: dict[str, int] = {}  # path (or "key:" + path) -> line
-        self.texts: dict[str, str] = {}  # path -> scalar text as written
-        self.duplicates: list[str] = []
-
-
-def _walk(node: yaml.Node | None, source: _Source, prefix: str = "") -> _Source:
-    """Index every key path ("timeouts.report", "health.codes.3.name") of a composed document.
-
-    Paths use the parsed key (`0x10:` is 16, as the checks see it), not its spelling."""
-    if isinstance(node, yaml.MappingNode):
-        constructor = yaml.SafeLoader("")
-        for key_node, value_node in node.value:
-            try:
-                key = (constructor.construct_object(key_node)
-                       if isinstance(key_node, yaml.ScalarNode) else key_node.value)
-            except yaml.YAMLError:
-                key = key_node.value
-            path = f"{prefix}{key}"
-            if "key:" + path in source.lines:
-                source.duplicates.append(path)
-            source.lines[path] = value_node.start_mark.line + 1
-            source.lines["key:" + path] = key_node.start_mark.line + 1
-            if isinstance(value_node, yaml.ScalarNode):
-                source.texts[path] = value_node.value
-            _walk(value_node, source, path + ".")
-    return source
-
-
-class _Checker:
-    """Collects problems while reading; each is one line with key path and YAML line."""
-
-    def __init__(self, path: str, source: _Source | None = None) -> None:
-        self.path = path
-        self.source = source or _Source()
-        self.problems: list[str] = []
-
-    def line_of(self, key: str, at_key: bool = False) -> int | None:
-        """The key's line, else its nearest written parent's (a missing key has none)."""
-        parts = key.split(".")
-        while parts:
-            path = ".".join(parts)
-            line = self.source.lines.get(("key:" if at_key else "") + path)
-            if line is None:
-                line = self.source.lines.get("key:" + path)
-            if line is not None:
-                return line
-            parts.pop()
-        return None
-
-    def problem(self, key: str, message: str, *, at_key: bool = False) -> None:
-        line = self.line_of(key, at_key)
-        where = f"{self.path}:{line}" if line else self.path
-        self.problems.append(f"{where}: {key}: {message}")
-
-    def unknown_keys(self, data: Mapping[str, Any], known: tuple[str, ...], prefix: str) -> None:
-        for key in data:
-            if key not in known:
-                self.problem(f"{prefix}{key}", f"unknown key (known keys: {', '.join(known)})",
-                             at_key=True)
-
-    def mapping(self, data: Any, key: str) -> Mapping[str, Any]:
-        if data is None:
-            return {}
-        if not isinstance(data, Mapping):
-            self.problem(key, f"expected a mapping, got {_describe(data)}")
-            return {}
-        return data
-
-    def duration(self, data: Mapping[str, Any], key: str, prefix: str, default: float,
-                 *, allow_zero: bool = False) -> float:
-        if key not in data:
-            return default
-        try:
-            seconds = parse_duration(data[key])
-        except ValueError as exc:
-            self.problem(prefix + key, f"{exc}, got {_describe(data[key])}")
-            return default
-        if seconds < 0 or (seconds == 0 and not allow_zero):
-            self.problem(prefix + key, f"must be {'>= 0' if allow_zero else '> 0'}, "
-                                       f"got {_describe(data[key])}")
-            return default
-        return seconds
-
-    def integer(self, data: Mapping[str, Any], key: str, prefix: str, default: int,
-                low: int, high: int | None = None) -> int:
-        if key not in data:
-            return default
-        value = data[key]
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.problem(prefix + key, f"expected an integer, got {_describe(value)}")
-            return default
-        if value < low or (high is not None and value > high):
-            bound = f"from {low} to {high}" if high is not None else f">= {low}"
-            self.problem(prefix + key, f"must be {bound}, got {value}")
-            return default
-        return value
-
-
-def _describe(value: Any) -> str:
-    if value is None:
-        return "nothing"
-    if isinstance(value, bool | int | float | str):
-        return repr(value)
-    return f"a {type(value).__name__}"
-
-
-def _check_permissions(path: str, checker: _Checker) -> None:
+def _check_permissions(path: str, info: os.stat_result, checker: Checker) -> None:
     """The config names code that runs as the service: nobody else may be able to change it."""
-    info = os.stat(path)
     if info.st_mode & stat.S_IWOTH:
         checker.problem("file", f"writable by every user (mode {stat.filemode(info.st_mode)}); "
                                 f"it names code that runs as the service: chmod o-w {path}")
@@ -151,38 +48,35 @@ def _check_permissions(path: str, checker: _Checker) -> None:
 
 
 def load(path: str) -> Config:
-    """Read and validate a config file; raise ConfigError listing every problem."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError([f"{path}: not UTF-8 text: {exc}"]) from None
-    checker = _Checker(path)
-    _check_permissions(path, checker)
+    """Read and validate a config file; raise ConfigError listing every problem (and nothing
+    else, whatever the file holds: see swarmd/config/document.py for the bounds)."""
+    text, info = read_file(path)
+    checker = Checker(path)
+    _check_permissions(path, info, checker)
     config = parse(text, path, checker)
     if checker.problems:
         raise ConfigError(checker.problems)
     return config
 
 
-def parse(text: str, path: str = "<config>", checker: _Checker | None = None) -> Config:
+def parse(text: str, path: str = "<config>", checker: Checker | None = None) -> Config:
     """Validate YAML text; raise ConfigError listing every problem."""
-    checker = checker or _Checker(path)
+    checker = checker or Checker(path)
+    if len(text) > MAX_BYTES:
+        raise ConfigError([*checker.problems, f"{path}: {len(text)} characters, more than the "
+                                              f"{MAX_BYTES} a config may have"])
     try:
-        data = yaml.safe_load(text)
-        checker.source = _walk(yaml.compose(text, Loader=yaml.SafeLoader), _Source())
+        data, checker.source = compose(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else path
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError([*checker.problems, f"{where}: invalid YAML: {problem}"]) from None
+        raise ConfigError([*checker.problems, _yaml_problem(exc, text, path)]) from None
+    except UnicodeEncodeError as exc:
+        raise ConfigError([*checker.problems, f"{path}: not Unicode text: {exc.reason} at "
+                                              f"character {exc.start}"]) from None
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
         raise ConfigError([*checker.problems, f"{path}: the top level must be a mapping of "
-                                              f"keys, got {_describe(data)}"])
+                                              f"keys, got {describe(data)}"])
     for key in checker.source.duplicates:
         checker.problem(key, "given twice; only the last would count: keep one", at_key=True)
     config = _build(data, checker, path)
@@ -191,11 +85,24 @@ def parse(text: str, path: str = "<config>", checker: _Checker | None = None) ->
     return config
 
 
+def _yaml_problem(exc: yaml.YAMLError, text: str, path: str) -> str:
+    """One line: where (the line of the problem) and what, in PyYAML's words."""
+    mark = getattr(exc, "problem_mark", None)
+    line = mark.line + 1 if mark is not None else None
+    problem = getattr(exc, "problem", None)
+    if isinstance(exc, yaml.reader.ReaderError):  # pure PyYAML: a character YAML refuses
+        line = text.count("\n", 0, exc.position) + 1
+        problem = (f"unacceptable character #x{exc.character:04x}: {exc.reason}"
+                   if isinstance(exc.character, int) else exc.reason)
+    where = f"{path}:{line}" if line else path
+    return printable(f"{where}: invalid YAML: {' '.join(str(problem or exc).split())}")
+
+
 _TOP_KEYS = ("nodes", "app", "command", "preload", "node_id_offset", "env", "timeouts",
-             "restart", "reload", "health")
+             "restart", "reload", "health", "output")
 
 
-def _build(data: Mapping[str, Any], c: _Checker, path: str) -> Config:
+def _build(data: Mapping[str, Any], c: Checker, path: str) -> Config:
     c.unknown_keys(data, _TOP_KEYS, "")
     defaults = Config()
     nodes = defaults.nodes
@@ -205,9 +112,9 @@ def _build(data: Mapping[str, Any], c: _Checker, path: str) -> Config:
         nodes = c.integer(data, "nodes", "", defaults.nodes, 1, MAX_NODES)
     app = defaults.app
     if "app" in data:
-        if not isinstance(data["app"], str) or not _APP.match(data["app"]):
+        if not isinstance(data["app"], str) or not _APP.fullmatch(data["app"]):
             c.problem("app", f'expected "module:function" like "myapp.worker:run", '
-                             f"got {_describe(data['app'])}")
+                             f"got {describe(data['app'])}")
         else:
             app = data["app"]
     command = _command(data, c)
@@ -216,11 +123,12 @@ def _build(data: Mapping[str, Any], c: _Checker, path: str) -> Config:
     preload = defaults.preload
     if "preload" in data:
         if not isinstance(data["preload"], bool):
-            c.problem("preload", f"expected true or false, got {_describe(data['preload'])}")
+            c.problem("preload", f"expected true or false, got {describe(data['preload'])}")
         else:
             preload = data["preload"]
     offset = c.integer(data, "node_id_offset", "", 0, 0, 1_000_000)
     env = _env(c.mapping(data.get("env"), "env"), c)
+    _exec_size(command, env, c)
     t = c.mapping(data.get("timeouts"), "timeouts")
     c.unknown_keys(t, ("boot", "report", "shutdown", "drain"), "timeouts.")
     d = Timeouts()
@@ -249,32 +157,42 @@ def _build(data: Mapping[str, Any], c: _Checker, path: str) -> Config:
                                        f"set max_delay too")
     reload_mode = data.get("reload", defaults.reload)
     if reload_mode not in ("rolling", "quiet"):
-        c.problem("reload", f"expected rolling or quiet, got {_describe(reload_mode)}")
+        c.problem("reload", f"expected rolling or quiet, got {describe(reload_mode)}")
         reload_mode = defaults.reload
     health = _health(c.mapping(data.get("health"), "health"), c)
+    output = parse_output(data.get("output"), c)
     return Config(nodes=nodes, app=app, command=command, preload=preload, node_id_offset=offset,
                   env=env, timeouts=timeouts, restart=restart, reload=reload_mode,
-                  health=health, path=path)
+                  health=health, output=output, path=path)
 
 
-def _command(data: Mapping[str, Any], c: _Checker) -> tuple[str, ...] | None:
+def _command(data: Mapping[str, Any], c: Checker) -> tuple[str, ...] | None:
     if "command" not in data:
         return None
     value = data["command"]
     if isinstance(value, str):
         c.problem("command", f'expected a list like ["/usr/bin/worker", "--queue", "q1"] '
-                             f"(no shell is used), got {_describe(value)}")
+                             f"(no shell is used), got {describe(value)}")
         return None
     if (not isinstance(value, list) or not value
             or not all(isinstance(arg, str | int | float) and not isinstance(arg, bool)
                        for arg in value)):
-        c.problem("command", f"expected a non-empty list of strings, got {_describe(value)}")
+        c.problem("command", f"expected a non-empty list of strings, got {describe(value)}")
         return None
     import shutil  # here, not at the top: only command nodes need it, and start-up is measured
 
     argv = tuple(str(arg) for arg in value)
+    for number, arg in enumerate(argv):
+        unusable = _unusable(arg)
+        if unusable:
+            c.problem("command", f"{'the program' if number == 0 else f'argument {number}'} "
+                                 f"{describe(arg)} {unusable}")
     program = argv[0]
-    if "/" in program:
+    if not program:
+        c.problem("command", "the program is an empty string; give its path")
+    elif _unusable(program):
+        pass  # said above
+    elif "/" in program:
         if not (os.path.isfile(program) and os.access(program, os.X_OK)):
             c.problem("command", f"{program} is not an executable file")
     elif shutil.which(program) is None:
@@ -282,22 +200,52 @@ def _command(data: Mapping[str, Any], c: _Checker) -> tuple[str, ...] | None:
     return argv
 
 
-def _env(data: Mapping[str, Any], c: _Checker) -> dict[str, str]:
+def _unusable(text: str, prefix: str = "") -> str | None:
+    """Why `text` cannot be an argument or environment variable of a process, if it cannot:
+    checked here, since after `check` passed it would only fail in each node (a crash loop)."""
+    if "\0" in text:
+        return "holds a NUL byte, which no argument or environment variable can hold"
+    try:
+        size = len(prefix) + len(os.fsencode(text))
+    except UnicodeEncodeError as exc:
+        return (f"holds {exc.object[exc.start]!r}, which cannot be encoded for the operating "
+                f"system ({exc.reason})")
+    if size > MAX_ARG_BYTES:
+        return f"is {size} bytes long, more than the {MAX_ARG_BYTES} a process can be given"
+    return None
+
+
+def _env(data: Mapping[str, Any], c: Checker) -> dict[str, str]:
     env: dict[str, str] = {}
     for name, value in data.items():
         key = f"env.{name}"
-        if not isinstance(name, str) or not _ENV_NAME.match(name):
+        if not isinstance(name, str) or not _ENV_NAME.fullmatch(name):
             c.problem(key, "not a valid environment variable name", at_key=True)
         elif name in RESERVED_ENV:
             c.problem(key, "is set by swarmd itself and cannot be configured", at_key=True)
         elif isinstance(value, bool) or not isinstance(value, str | int | float):
-            c.problem(key, f'expected a string, got {_describe(value)}; quote it: "..."')
+            c.problem(key, f'expected a string, got {describe(value)}; quote it: "..."')
         else:  # numbers as written: "1.10" stays 1.10, "0123" stays 0123
-            env[name] = value if isinstance(value, str) else c.source.texts.get(key, str(value))
+            text = value if isinstance(value, str) else c.source.texts.get(key, str(value))
+            unusable = _unusable(text, f"{name}=")
+            if unusable:
+                c.problem(key, f"the value {unusable}")
+            else:
+                env[name] = text
     return env
 
 
-def _health(data: Mapping[str, Any], c: _Checker) -> HealthTable:
+def _exec_size(command: tuple[str, ...] | None, env: Mapping[str, str], c: Checker) -> None:
+    """Aliases can repeat a long value: the total is bounded, not only each string."""
+    size = sum(len(os.fsencode(arg)) + 1 for arg in command or ())
+    size += sum(len(os.fsencode(f"{name}={value}")) + 1 for name, value in env.items())
+    if size > MAX_EXEC_BYTES:
+        c.problem("env" if env else "command",
+                  f"command and env together are {size} bytes, more than the {MAX_EXEC_BYTES} "
+                  f"a node can be given (the kernel's limit includes the inherited environment)")
+
+
+def _health(data: Mapping[str, Any], c: Checker) -> HealthTable:
     c.unknown_keys(data, ("codes",), "health.")
     codes = c.mapping(data.get("codes"), "health.codes")
     table: dict[int, HealthCode] = {}
@@ -311,19 +259,19 @@ def _health(data: Mapping[str, Any], c: _Checker) -> HealthTable:
         c.unknown_keys(spec, ("name", "priority", "action"), key + ".")
         ok = True
         name = spec.get("name")
-        if not isinstance(name, str) or not _CODE_NAME.match(name):
+        if not isinstance(name, str) or not _CODE_NAME.fullmatch(name):
             c.problem(key + ".name", f"expected a lowercase name like memory_limit, "
-                                     f"got {_describe(name)}")
+                                     f"got {describe(name)}")
             ok = False
         priority = spec.get("priority", "err")
         if not isinstance(priority, str) or priority not in PRIORITIES:
             c.problem(key + ".priority", f"expected one of {', '.join(PRIORITIES)}, "
-                                         f"got {_describe(priority)}")
+                                         f"got {describe(priority)}")
             ok = False
         action = spec.get("action", "restart")
         if not isinstance(action, str) or action not in ACTIONS:
             c.problem(key + ".action", f"expected one of {', '.join(ACTIONS)}, "
-                                       f"got {_describe(action)}")
+                                       f"got {describe(action)}")
             ok = False
         if ok:
             table[code] = HealthCode(code, name, priority, action)

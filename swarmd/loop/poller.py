@@ -28,42 +28,48 @@ def _fd(file: FileLike) -> int:
     return file if isinstance(file, int) else file.fileno()
 
 
+EPOLLIN = select.EPOLLIN
+EPOLLOUT = select.EPOLLOUT
+
+
 class Poller:
-    """Level-triggered readiness, for reading unless told otherwise; every callback must
+    """Level-triggered readiness, for reading unless asked otherwise; every callback must
     tolerate a spurious call (all of ours are non-blocking reads, writes, accepts or WNOHANG
-    waits)."""
+    waits), and is not told which readiness woke it: it tries what it has to do."""
 
     def __init__(self) -> None:
         self._epoll = select.epoll()
         self._callbacks: dict[int, Callable[[], None]] = {}
-        self._events: dict[int, int] = {}  # fds waiting for other than READ alone
+        self._events: dict[int, int] = {}  # fds registered with more or other than EPOLLIN
         # fds unregistered since the last poll: an event already fetched for such an fd
         # belongs to the closed file, never to a new one that got the same number
         self._stale: set[int] = set()
 
     def register(self, file: FileLike, callback: Callable[[], None],
-                 events: int = READ) -> None:
-        """`callback` runs when the fd is ready for `events` (READ, WRITE or both, OR-ed);
-        a hang-up or an error of the fd runs it too."""
+                 events: int = EPOLLIN) -> None:
+        """Call `callback` while the fd is ready for `events` (EPOLLIN, EPOLLOUT or both); a
+        hang-up or error is always reported too."""
         fd = _fd(file)
         self._epoll.register(fd, events)
         self._callbacks[fd] = callback
-        if events != READ:
+        if events != EPOLLIN:
             self._events[fd] = events
 
     def modify(self, file: FileLike, events: int) -> None:
-        """Wait for other events from now on (a paused fd is resumed by it)."""
+        """Wait for other readiness (a writer with something queued adds EPOLLOUT, and drops
+        it once drained: a writable fd is ready all the time)."""
         fd = _fd(file)
         if fd in self._callbacks:
             self._epoll.modify(fd, events)
-            if events != READ:
-                self._events[fd] = events
-            else:
+            if events == EPOLLIN:
                 self._events.pop(fd, None)
+            else:
+                self._events[fd] = events
 
     def unregister(self, file: FileLike) -> None:
         """Forget an fd (before it is closed); unknown fds are ignored."""
         fd = _fd(file)
+        self._events.pop(fd, None)
         if self._callbacks.pop(fd, None) is not None:
             self._events.pop(fd, None)
             self._stale.add(fd)
@@ -80,9 +86,10 @@ class Poller:
             self._epoll.modify(fd, 0)
 
     def resume(self, file: FileLike) -> None:
+        """Report again what the fd was registered (or last modified) for."""
         fd = _fd(file)
         if fd in self._callbacks:
-            self._epoll.modify(fd, self._events.get(fd, READ))
+            self._epoll.modify(fd, self._events.get(fd, EPOLLIN))
 
     def fds(self) -> list[int]:
         """Every registered fd."""

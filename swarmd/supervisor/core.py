@@ -129,6 +129,14 @@ class Supervisor:
         if not self.signals.installed:
             self.signals.install()
         self.poller.register(self.signals.wake_fd, self.signals.drain_wakeup)
+        self._attach_sink()
+
+    def _attach_sink(self) -> None:
+        """The log sink writes from the loop, on write-readiness, never waiting for a reader
+        (swarmd/loop/outbox.py)."""
+        attach = getattr(self.sink, "attach", None)
+        if attach is not None:
+            attach(self.poller)
 
     def run(self) -> int:
         """Start every node and supervise until stopped; returns the exit code."""
@@ -166,11 +174,20 @@ class Supervisor:
                       fields={"SWARMD_VERSION": __version__,
                               "SWARMD_PREVIOUS_VERSION": state.get("version", "?")})
             self.notifier.ready(self.status_text())
+            # the `swarmd reload` clients that waited across the exec, by their fds
+            waiting = {reply.fd: reply for _, reply in self.control.adopted_requests()} \
+                if self.control is not None else {}
             for fd in state.get("answer", []):
-                self.control_reply(fd)({"ok": True, "message": message})
+                if fd in waiting:
+                    waiting.pop(fd)({"ok": True, "message": message})
             pending = state.get("pending")
             if pending is not None:
-                self.pending_deploy = [self.control_reply(fd) for fd in pending] or [None]
+                self.pending_deploy = [waiting.pop(fd) for fd in pending if fd in waiting] \
+                    or [None]
+            for reply in waiting.values():  # not ours to know: never left without an answer
+                reply({"ok": False, "message": "the supervisor re-executed itself meanwhile; "
+                                               "ask again"})
+            if self.pending_deploy is not None:
                 self._run_pending_deploy()
             return self._supervise()
         finally:
@@ -249,6 +266,9 @@ class Supervisor:
         if self.control is not None:
             self.control.close()
         self.signals.uninstall()
+        close = getattr(self.sink, "close", None)
+        if close is not None:
+            close()  # what is queued goes out, within a second
         self.poller.close()
         self.signals.close()
 
@@ -256,11 +276,7 @@ class Supervisor:
 
     def attach_control(self, server: ControlServer) -> None:
         self.control = server
-        server.register(self.poller)
-
-    def control_reply(self, fd: int) -> Reply:
-        assert self.control is not None
-        return self.control.reply_to(fd)
+        server.register(self.poller, self.timers, clock=self.clock)
 
     def handle_request(self, request: dict[str, Any], reply: Reply) -> None:
         """A control-socket request: status, reload (answered when done) or quiet."""
@@ -476,12 +492,17 @@ class Supervisor:
 
         self.fleet.write_held()
         state = self._state(outcome, waiters)
+        close = getattr(self.sink, "close", None)
+        if close is not None:
+            close()  # what is queued goes out (within a second) before the exec
         try:
             handover.execute(state, argv=self.exec_argv,
                              environment=self.notifier.environment(), signals=self.signals)
         except OSError as exc:  # still the old code, with every node: say so and go on
+            self.sink = self.fleet.sink = default_sink()
+            self._attach_sink()
             if self.control is not None:
-                self.control.register(self.poller)
+                self.control.cancel_export()
             self.emit("swarmd.reload_failed", f"the new nodes run, but the supervisor could "
                       f"not re-execute itself into the new swarmd code ({exc.strerror}); it "
                       f"goes on with swarmd {__version__}", priority=3)
@@ -495,8 +516,7 @@ class Supervisor:
         answer = [w.fd for w in waiters if w is not None]
         pending = ([w.fd for w in self.pending_deploy if w is not None]
                    if self.pending_deploy is not None else None)
-        control = (self.control.export(answer + (pending or []))
-                   if self.control is not None else None)
+        control = self.control.export() if self.control is not None else None
         return {
             "version": __version__, "config": to_data(self.config),
             "limits": self.limits.to_data(), "import_seconds": self.import_seconds,
@@ -539,6 +559,9 @@ class Supervisor:
             fds.append(notify_fd)
         if self.deploy is not None:
             fds.extend(self.deploy.fds())
+        sink_fds = getattr(self.sink, "fds", None)
+        if sink_fds is not None:
+            fds.extend(sink_fds())
         return fds
 
     def first_report(self, slot: Slot, proc: NodeProcess) -> None:

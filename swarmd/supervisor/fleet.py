@@ -20,7 +20,7 @@ from typing import Any, NamedTuple, Protocol
 from swarmd.config import Config
 from swarmd.config.durations import format_duration
 from swarmd.loop.poller import Poller
-from swarmd.loop.timers import Timers
+from swarmd.loop.timers import Timer, Timers
 from swarmd.node.process import DRAIN_LIMIT, HEALTHY_ONE, ExitStatus, NodeProcess, State, StopReason
 from swarmd.node.spawn import Recipe, spawn
 from swarmd.supervisor import entries
@@ -28,6 +28,7 @@ from swarmd.supervisor.backoff import Backoff
 from swarmd.supervisor.slot import DownReason, Slot
 from swarmd.supervisor.status import counts_as_healthy
 from swarmd.systemd.events import Event, Sink
+from swarmd.systemd.ratelimit import OutputLimiter, output_dropped_event
 
 CLOSED_PIPE_GRACE = 0.5  # seconds between EOF on a health pipe and calling it an error
 # A read that finds this many reports comes from a node reporting in a tight loop (one that
@@ -84,6 +85,8 @@ class Fleet:
         self.restarts = 0
         self.dirty = True  # something STATUS= shows changed
         self._last_protocol_event: dict[int, float] = {}
+        self.limiter = OutputLimiter(config.output)  # node output to the log, per slot
+        self._drop_reports: dict[int, Timer] = {}  # slot -> the pending output_dropped entry
         # while a node's exit is handled: what would be written (events, its last words),
         # written once the replacement is forked, so that no write delays the fork
         self._held: list[Callable[[], None]] | None = None
@@ -128,6 +131,7 @@ class Fleet:
     def drop_slot(self, slot: Slot) -> None:
         slot.cancel_restart()
         self.slots.pop(slot.id, None)
+        self.limiter.forget(slot.id)
         self.mark_dirty()
 
     def healthy_count(self) -> int:
@@ -408,11 +412,33 @@ class Fleet:
 
     def _on_output(self, proc: NodeProcess, fd: int, priority: int) -> None:
         lines, eof = proc.read_output(fd)
-        for line in lines:
-            self._forward(proc, line, priority)
+        if lines:
+            self._forward_limited(proc, lines, priority)
         if eof and not self._exit_if_gone(proc):
             self.poller.unregister(fd)
             proc.close_output(fd)
+
+    def _forward_limited(self, proc: NodeProcess, lines: list[str], priority: int) -> None:
+        """As many lines as the node's output limit allows go to the log; the rest are
+        counted, and told in a node.output_dropped entry (at most one per node per ten
+        seconds), so that a flooding node never drowns the supervisor's own entries."""
+        now = self.clock()
+        allowed = self.limiter.take(proc.id, len(lines), now)
+        for line in lines if allowed == len(lines) else lines[:allowed]:
+            self._forward(proc, line, priority)
+        if allowed < len(lines) and proc.id not in self._drop_reports:
+            when = max(now, self.limiter.report_at(proc.id))
+            self._drop_reports[proc.id] = self.timers.call_at(
+                when, partial(self._report_drops, proc))
+
+    def _report_drops(self, proc: NodeProcess, force: bool = False) -> None:
+        timer = self._drop_reports.pop(proc.id, None)
+        if timer is not None:
+            timer.cancel()
+        count, span = self.limiter.report(proc.id, self.clock(), force=force)
+        if count:
+            self._hold(self.sink.emit, output_dropped_event(proc.ref, count, span,
+                                                            self.config_of(proc).output))
 
     def _forward(self, proc: NodeProcess, line: str, priority: int) -> None:
         if len(line) >= 3 and line[0] == "<" and line[2] == ">" and line[1] in "01234567":
@@ -499,10 +525,13 @@ class Fleet:
             proc.close_health()
         for fd, priority in list(proc.output_fds.items()):
             lines, _ = proc.read_output(fd, limit=DRAIN_LIMIT)
-            for line in lines + proc.flush_output(fd):
-                self._forward(proc, line, priority)
+            lines += proc.flush_output(fd)
+            if lines:
+                self._forward_limited(proc, lines, priority)
             self.poller.unregister(fd)
             proc.close_output(fd)
+        if proc.id in self._drop_reports or self.limiter.dropped(proc.id):
+            self._report_drops(proc, force=True)  # its story ends here, before node.exited
         if proc.pidfd is not None:
             self.poller.unregister(proc.pidfd)
             proc.close_pidfd()

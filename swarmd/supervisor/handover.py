@@ -88,8 +88,9 @@ def slot_from_state(data: dict[str, Any], backoff: Backoff) -> Slot:
 
 def inherited_fds(state: dict[str, Any]) -> list[int]:
     """Every fd the state names: they must survive the exec, and only the exec."""
-    fds = [state["control"]["listen_fd"], *state["control"]["waiting"]] \
-        if state.get("control") else []
+    control = state.get("control")
+    fds = [control["listen"], *(client["fd"] for client in control["clients"])] \
+        if control else []
     for slot in state["slots"]:
         proc = slot["proc"]
         if proc is None:

@@ -59,7 +59,8 @@ class SignalQueue:
             pass
 
     def stop_requested(self) -> bool:
-        return any(sig in STOP_SIGNALS for sig in self.pending)
+        # tuple(): one C call, so a handler cannot append while the deque is walked
+        return any(sig in STOP_SIGNALS for sig in tuple(self.pending))
 
     def hold_for_exec(self) -> None:
         """Right before the supervisor re-executes itself: the signals wait, pending, for the

@@ -12,7 +12,10 @@ import time
 from typing import NamedTuple, Protocol, TextIO
 
 from swarmd.config.health import PRIORITIES
+from swarmd.loop.outbox import StreamOutbox
+from swarmd.loop.poller import Poller
 from swarmd.systemd import journal
+from swarmd.systemd.native import JournalSender, encode_entry
 
 SUPERVISOR_IDENTIFIER = "swarmd"
 NODE_IDENTIFIER = "swarmd-node"
@@ -44,6 +47,7 @@ KINDS: dict[str, Kind] = {
         Kind("node.restarting", "3172c153f3174e318d3d90b0e9e69670", 5),
         Kind("node.crash_loop", "5f9eb7a51fee46d7a71e8ea060fb4986", 2),
         Kind("node.protocol_error", "eb4ddf49a2a84784b71a672634b86317", 4),
+        Kind("node.output_dropped", "57a9d4932c1f475d987f6fb28be130b3", 4),
     )
 }
 
@@ -92,6 +96,17 @@ class Sink(Protocol):
     def node_output(self, node: NodeRef, line: str, priority: int) -> None: ...
 
 
+class LoopSink(Sink, Protocol):
+    """A sink that writes without waiting: the loop attaches it to its poller (write-readiness
+    of its fd), lists its fds among those a node closes, and closes it at the end."""
+
+    def attach(self, poller: Poller) -> None: ...
+
+    def fds(self) -> list[int]: ...
+
+    def close(self, drain: float = 1.0) -> None: ...
+
+
 def journal_fields(event: Event) -> dict[str, str | int]:
     """The journal entry of an event, MESSAGE aside."""
     fields: dict[str, str | int] = {
@@ -119,22 +134,76 @@ def node_output_fields(node: NodeRef, priority: int) -> dict[str, str | int]:
 
 
 class JournalSink:
-    """One structured entry per event (stderr is the journal, or systemd-python is asked)."""
+    """One structured entry per event, sent to journald without ever waiting for it
+    (swarmd/systemd/native.py); the supervisor's own entries may use the queue's reserve that
+    node output may not."""
+
+    def __init__(self, sender: JournalSender | None = None) -> None:
+        self.sender = sender if sender is not None else JournalSender(note=_journal_drop_note)
 
     def emit(self, event: Event) -> None:
-        journal.journal_send(event.message, **journal_fields(event))
+        self.sender.put(encode_entry([("MESSAGE", event.message),
+                                      *journal_fields(event).items()]), important=True)
 
     def node_output(self, node: NodeRef, line: str, priority: int) -> None:
-        journal.journal_send(line, **node_output_fields(node, priority))
+        self.sender.put(encode_entry([("MESSAGE", line),
+                                      *node_output_fields(node, priority).items()]))
+
+    def attach(self, poller: Poller) -> None:
+        """Entries journald could not take yet go out when the poller finds its socket
+        writable (the loop calls this once; without it, each entry retries the queue)."""
+        self.sender.attach(poller)
+
+    def fds(self) -> list[int]:
+        """The sink's own fds, for a node to close after its fork."""
+        fd = self.sender.sock.fileno()
+        return [fd] if fd >= 0 else []
+
+    def close(self, drain: float = 1.0) -> None:
+        """At exit: what journald has not taken yet gets up to `drain` seconds, then the
+        socket is closed."""
+        self.sender.drain(drain)
+        self.sender.close()
+
+
+def _journal_drop_note(count: int) -> bytes:
+    return encode_entry([("MESSAGE", f"{count} journal entries dropped: journald did not take "
+                                     f"them fast enough"),
+                         ("PRIORITY", 4), ("SYSLOG_IDENTIFIER", SUPERVISOR_IDENTIFIER),
+                         ("SWARMD_DROPPED", count)])
+
+
+STDERR_LIMIT = 256 * 1024  # bytes of lines waiting for a slow stderr reader
 
 
 class StderrSink:
-    """Readable lines: `04:10:02.113 swarmd notice: node 3 exited with status 1 (pid 812)`."""
+    """Readable lines: `04:10:02.113 swarmd notice: node 3 exited with status 1 (pid 812)`.
 
-    def __init__(self, stream: TextIO | None = None) -> None:
-        self.stream = stream or sys.stderr
+    Written through a bounded Outbox that never waits for the reader (a terminal scrolled
+    back, a pager, a slow pipe): what does not fit is dropped, and a line says how many once
+    the stream drains. A closed or failing stderr only means nothing can be written."""
 
-    def _write(self, text: str) -> None:
+    def __init__(self, stream: TextIO | None = None, limit: int = STDERR_LIMIT) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.outbox: StreamOutbox | None = None
+        if self.stream is None:  # started with fd 2 closed: nothing to write to
+            return
+        try:
+            fd = self.stream.fileno()
+        except (AttributeError, OSError, ValueError):  # io.StringIO and the like: written as is
+            return
+        try:
+            self.stream.flush()  # what Python buffered goes first
+            self.outbox = StreamOutbox.for_fd(fd, limit, _stderr_drop_note)
+        except (OSError, ValueError):  # fd 2 closed under us
+            self.stream = None
+
+    def _write(self, text: str, important: bool = False) -> None:
+        if self.outbox is not None:
+            self.outbox.put(text.encode("utf-8", "backslashreplace"), important)
+            return
+        if self.stream is None:
+            return
         try:
             self.stream.write(text)
             self.stream.flush()
@@ -142,12 +211,38 @@ class StderrSink:
             pass
 
     def emit(self, event: Event) -> None:
-        stamp = time.strftime("%H:%M:%S") + f".{int(time.time() * 1000) % 1000:03d}"
-        self._write(f"{stamp} {SUPERVISOR_IDENTIFIER} {PRIORITIES[event.level]}: "
-                    f"{event.message}\n")
+        self._write(f"{_stamp()} {SUPERVISOR_IDENTIFIER} {PRIORITIES[event.level]}: "
+                    f"{event.message}\n", important=True)
 
     def node_output(self, node: NodeRef, line: str, priority: int) -> None:
         self._write(f"{NODE_IDENTIFIER}[{node.id}] {line}\n")
+
+    def attach(self, poller: Poller) -> None:
+        """Lines stderr could not take yet go out when the poller finds it writable."""
+        if self.outbox is not None:
+            self.outbox.attach(poller)
+
+    def fds(self) -> list[int]:
+        """The sink's own fds (a private reopen of stderr), for a node to close."""
+        if self.outbox is None or self.outbox.fd <= 2:
+            return []
+        return [self.outbox.fd]
+
+    def close(self, drain: float = 1.0) -> None:
+        """At exit: what stderr has not taken yet gets up to `drain` seconds."""
+        if self.outbox is not None:
+            self.outbox.drain(drain)
+            self.outbox.close()
+            self.outbox = None
+
+
+def _stamp() -> str:
+    return time.strftime("%H:%M:%S") + f".{int(time.time() * 1000) % 1000:03d}"
+
+
+def _stderr_drop_note(count: int) -> bytes:
+    return (f"{_stamp()} {SUPERVISOR_IDENTIFIER} warning: {count} line(s) dropped: stderr did "
+            f"not take them fast enough\n").encode()
 
 
 def default_sink() -> Sink:

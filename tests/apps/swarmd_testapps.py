@@ -96,6 +96,29 @@ def flood(node: Node) -> int:
     return steady(node)
 
 
+def print_flood(node: Node) -> int:
+    """Targeted nodes print lines to stdout as fast as they can, reporting between them, for
+    TESTAPP_FLOOD_SECONDS (default: until stopped), then run steady."""
+    if _targeted(node):
+        seconds = os.environ.get("TESTAPP_FLOOD_SECONDS")
+        until = time.monotonic() + float(seconds) if seconds else float("inf")
+        out = sys.stdout
+        count = 0
+        while not node.stopping.is_set() and time.monotonic() < until:
+            out.write(f"node {node.id} flood line {count}\n")
+            count += 1
+            if count % 1000 == 0:
+                out.flush()
+                node.healthy()
+        out.flush()
+        count_file = os.environ.get("TESTAPP_COUNT_FILE")
+        if count_file:  # how many it printed, where no limit applies
+            with open(count_file + ".tmp", "w") as handle:
+                handle.write(str(count))
+            os.replace(count_file + ".tmp", count_file)
+    return steady(node)
+
+
 def flood_then_fail(node: Node) -> int:
     """Targeted nodes call node.healthy() in a tight loop for TESTAPP_FLOOD_SECONDS, then
     report code 1 every PERIOD (the first may wait in Node while the pipe is full)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -100,3 +101,32 @@ def test_as_pid_1_of_a_container_it_reaps_every_orphan_and_stops_on_term(tmp_pat
             outer.kill()
             outer.wait()
         notify.close()
+
+
+def test_a_flooding_node_is_limited_and_what_it_dropped_is_told(swarm, tmp_path):
+    """Its lines beyond output.rate/burst are dropped and counted in node.output_dropped
+    entries; the supervisor's own entries (another node's death meanwhile) all get through."""
+    count_file = tmp_path / "printed"
+    s = swarm(base_config(nodes=2, app="swarmd_testapps:print_flood",
+                          env={"TESTAPP_ONLY_NODE": "0", "TESTAPP_FLOOD_SECONDS": "2",
+                               "TESTAPP_COUNT_FILE": str(count_file)},
+                          output={"rate": "100/s", "burst": 200}))
+    s.wait_ready()
+    os.kill(s.nodes()[1]["pid"], signal.SIGKILL)
+    wait_for(count_file.exists, 30, "the flood over")
+    printed = int(count_file.read_text())
+    pattern = re.compile(r"node 0 wrote faster than its output limit \(output\.rate 100/s, "
+                         r"output\.burst 200\): (\d+) line\(s\) of its output dropped over")
+
+    def accounted() -> tuple[int, int] | None:
+        out = s.output()
+        forwarded = out.count("swarmd-node[0] ")  # its flood, and its log line after it
+        dropped = sum(int(n) for n in pattern.findall(out))
+        return (forwarded, dropped) if forwarded + dropped == printed + 1 else None
+
+    # every line is either in the log or counted as dropped (a report at most every 10 s)
+    forwarded, dropped = wait_for(accounted, 30, "every printed line forwarded or counted")
+    assert dropped > forwarded > 0, (forwarded, dropped, printed)
+    out = s.output()
+    assert "node 1 killed by SIGKILL" in out and "node 1 started (pid" in out
+    assert out.count("node 1 started (pid") == 2

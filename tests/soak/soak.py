@@ -200,7 +200,8 @@ class Soak:
             check = self._in_log(text, out.count(text))
         elif fault == "flood":
             os.kill(pid, signal.SIGURG)
-            check = self._in_log("lines of node", out.count("lines of node"))
+            text = f"node {node} wrote faster than its output limit"
+            check = self._in_log(text, out.count(text))
         elif fault == "reload":
             self._cli("reload")
         elif fault == "hup":

@@ -9,11 +9,28 @@ import os
 import sys
 
 import pytest
+import yaml
 
-from swarmd.config import RESERVED_ENV, Config, ConfigError, RestartPolicy, Timeouts, parse
+from swarmd.config import (
+    RESERVED_ENV,
+    Config,
+    ConfigError,
+    RestartPolicy,
+    Timeouts,
+    document,
+    parse,
+)
 from swarmd.config.health import HealthCode, HealthTable
 
 PATH = "cfg.yaml"
+LOADERS = {"libyaml": getattr(yaml, "CSafeLoader", None), "pure": yaml.SafeLoader}
+
+
+@pytest.fixture(autouse=True, params=[name for name, base in LOADERS.items() if base])
+def yaml_loader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test with libyaml's parser (where PyYAML has it) and with the pure one: a host
+    without libyaml must refuse and accept the same files with the same messages."""
+    monkeypatch.setattr(document, "LOADER", document.make_loader(LOADERS[request.param]))
 
 
 def problems(text: str) -> list[str]:

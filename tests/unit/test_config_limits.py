@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 import yaml
 
-from swarmd.config import _Checker, _Source, _walk
+from swarmd.config.checker import Checker
+from swarmd.config.document import compose
 from swarmd.config.limits import Limits, check_limits
 from swarmd.config.sizes import approx_size, format_size, parse_size
 
@@ -18,7 +19,7 @@ M = 1 << 20
 def limits_of(text: str) -> tuple[Limits, list[str]]:
     """check_limits on the `limits` value of a YAML document, with the YAML's line numbers."""
     data = yaml.safe_load(text) or {}
-    checker = _Checker(PATH, _walk(yaml.compose(text, Loader=yaml.SafeLoader), _Source()))
+    checker = Checker(PATH, compose(text)[1])
     return check_limits(data.get("limits"), checker), checker.problems
 
 

@@ -1,4 +1,4 @@
-"""The metrics: section (swarmd.config.metrics.check_metrics), through the shared _Checker so
+"""The metrics: section (swarmd.config.metrics.check_metrics), through the shared Checker so
 the messages carry key paths and YAML lines like every other key's."""
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from swarmd.config import _Checker, _Source, _walk
+from swarmd.config.checker import Checker
+from swarmd.config.document import compose
 from swarmd.config.metrics import MetricsConfig, check_metrics
 from swarmd.metrics.address import Address
 from swarmd.metrics.store import Caps
@@ -18,7 +19,7 @@ PATH = "cfg.yaml"
 
 
 def check(text: str) -> tuple[MetricsConfig, list[str]]:
-    checker = _Checker(PATH, _walk(yaml.compose(text, Loader=yaml.SafeLoader), _Source()))
+    checker = Checker(PATH, compose(text)[1])
     data = yaml.safe_load(text) or {}
     return check_metrics(data.get("metrics"), checker), checker.problems
 

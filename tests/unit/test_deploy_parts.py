@@ -158,7 +158,7 @@ def test_a_slot_crosses_the_exec_with_its_backoff_and_pending_restart() -> None:
 
 
 def test_the_fds_a_state_names_are_the_ones_that_cross() -> None:
-    state = {"control": {"listen_fd": 5, "waiting": [9]},
+    state = {"control": {"listen": 5, "clients": [{"fd": 9, "phase": "waiting"}]},
              "slots": [{"proc": {"pidfd": 20, "health_fd": 21, "output_fds": {"22": 6}}},
                        {"proc": None}]}
     assert sorted(handover.inherited_fds(state)) == [5, 9, 20, 21, 22]
