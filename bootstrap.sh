@@ -16,7 +16,16 @@ if [ -n "$missing" ]; then
     [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     echo "bootstrap: installing$missing" >&2
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
+    # no Recommends: prometheus would bring node-exporter, smartmontools, ipmitool... whose
+    # units start (and fail) on a host, and in every system-test container
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+        $missing >/dev/null
+    case "$missing" in *prometheus*)
+        # the tests run their own Prometheus; the one the package enables is not wanted here
+        if [ -d /run/systemd/system ]; then
+            $SUDO systemctl disable --now --quiet prometheus.service 2>/dev/null || true
+        fi;;
+    esac
 fi
 # Debian's own Python: it lives under /usr, which the system tests' container shares.
 if [ ! -x .venv/bin/python ]; then

@@ -274,3 +274,33 @@ def test_catalog_installs_and_explains_the_events(swarmd: Swarmd) -> None:
     assert "Subject: swarmd node 1 started" in explained
     assert "Defined-By: swarmd" in explained
     assert "journalctl -u swarmd SWARMD_NODE_ID=1" in explained
+
+
+def test_a_node_printing_as_fast_as_it_can_never_drowns_the_supervisors_entries(
+        swarmd: Swarmd) -> None:
+    """journald limits each unit's messages; a node flooding its output would have made it
+    drop the supervisor's own entries. swarmd limits the node first and counts what it
+    dropped, and journald (its limit set higher in the unit) drops nothing."""
+    swarmd.start(nodes=3, app="swarmd_testapps:print_flood",
+                 env={"TESTAPP_PERIOD": "0.2", "TESTAPP_ONLY_NODE": "0",
+                      "TESTAPP_FLOOD_SECONDS": "5"})
+    nodes = swarmd.wait_healthy(3)
+    swarmd.c.run("kill", "-9", str(nodes[1]["pid"]))  # while node 0 floods
+    exited = swarmd.wait_event("node.exited", "SWARMD_NODE_ID=1")[0]
+    assert field(exited, "SWARMD_EXIT_SIGNAL") == "9"
+    swarmd.wait_event("node.restarting", "SWARMD_NODE_ID=1")
+    swarmd.wait_event("node.started", "SWARMD_NODE_ID=1", "SWARMD_NODE_GENERATION=1")
+    swarmd.wait_message("node 0 flood line", "SWARMD_NODE_ID=0")
+    # the first drop is told at once, the rest of the flood ten seconds after it
+    dropped = swarmd.wait_event("node.output_dropped", "SWARMD_NODE_ID=0", count=2,
+                                timeout=30)
+    assert sum(int(field(e, "SWARMD_DROPPED")) for e in dropped) > 10_000
+    assert field(dropped[0], "PRIORITY") == "4"
+    # Every entry the supervisor wrote about its nodes is there: 4 starts, 4 first reports.
+    assert len(swarmd.events("node.started")) == 4
+    firsts = [e for e in swarmd.events("node.health") if "first" in field(e, "MESSAGE")]
+    assert len(firsts) == 4
+    suppressed = [field(e, "MESSAGE") for e in swarmd.c.journal(
+        "SYSLOG_IDENTIFIER=systemd-journald", since_cursor=swarmd.cursor)
+        if "Suppressed" in field(e, "MESSAGE")]
+    assert not suppressed, suppressed
