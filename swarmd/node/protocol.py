@@ -160,8 +160,17 @@ class LineSplitter:
     def __init__(self, limit: int = MAX_OUTPUT_LINE) -> None:
         self._partial = b""
         self._limit = limit
+        # the pending line went out in full pieces up to its last byte: a newline coming
+        # next only ends it (it is no empty line of its own)
+        self._cut = False
 
     def feed(self, data: bytes) -> list[str]:
+        if not data:
+            return []
+        if self._cut:
+            self._cut = False
+            if data[:1] == b"\n":
+                data = data[1:]
         data = self._partial + data if self._partial else data
         lines = data.split(b"\n")
         self._partial = lines.pop()
@@ -172,9 +181,11 @@ class LineSplitter:
                 out.append(line)
             else:  # a journal entry per `limit` bytes, never one unbounded entry
                 out.extend(line[i:i + limit] for i in range(0, len(line), limit))
-        while len(self._partial) >= limit:
-            out.append(self._partial[:limit])
-            self._partial = self._partial[limit:]
+        if len(self._partial) >= limit:
+            while len(self._partial) >= limit:
+                out.append(self._partial[:limit])
+                self._partial = self._partial[limit:]
+            self._cut = not self._partial
         return [line.decode("utf-8", "replace").rstrip("\r") for line in out]
 
     def close(self) -> list[str]:

@@ -12,8 +12,7 @@ from __future__ import annotations
 import re
 from itertools import accumulate
 
-import pytest
-from hypothesis import assume, given
+from hypothesis import given
 from hypothesis import strategies as st
 
 from swarmd.node.protocol import MAX_HEALTH_LINE, HealthParser, LineSplitter
@@ -105,7 +104,6 @@ output_bytes = st.lists(st.sampled_from([b"a", b"bc", b"\n", b"\r\n", b"\xc3\xa9
 def test_the_line_splitter_gives_the_models_lines_for_any_chunks(chunks: list[bytes],
                                                                  limit: int,
                                                                  closed: bool) -> None:
-    assume(not splits_a_full_piece_from_its_newline(chunks, limit))  # see the xfail below
     splitter = LineSplitter(limit=limit)
     out: list[str] = []
     for chunk in chunks:
@@ -116,19 +114,6 @@ def test_the_line_splitter_gives_the_models_lines_for_any_chunks(chunks: list[by
     assert out == lines_model(b"".join(chunks), limit, closed)
 
 
-def splits_a_full_piece_from_its_newline(chunks: list[bytes], limit: int) -> bool:
-    """A read ends right after a line of k * limit bytes, its newline comes in the next."""
-    stream = b"".join(chunks)
-    for boundary in accumulate(len(chunk) for chunk in chunks):
-        if stream[boundary:boundary + 1] == b"\n":
-            start = stream.rfind(b"\n", 0, boundary) + 1
-            if boundary > start and (boundary - start) % limit == 0:
-                return True
-    return False
-
-
-@pytest.mark.xfail(strict=True, reason="LineSplitter bug (swarmd/node/protocol.py, not this "
-                                       "branch's to change): reported to the lead")
 def test_a_line_of_exactly_the_limit_split_from_its_newline_is_one_line() -> None:
     """A node prints a line of exactly MAX_OUTPUT_LINE bytes and the pipe read ends before its
     newline: the full piece goes out at once, then the newline alone makes an empty line (an
