@@ -38,7 +38,7 @@ def main(fd: int, supervisor_pid: int, config_path: str, journal: bool,
             return 0
         recipe = Recipe(app=loaded.app, command=loaded.config.command,
                         env=dict(loaded.config.env), journal=journal, limits=limits,
-                        supervisor_pid=supervisor_pid)
+                        supervisor_pid=supervisor_pid, output=loaded.config.output)
         serve(channel, recipe)
     except ChannelClosed:
         pass  # the supervisor is done with this version

@@ -20,9 +20,11 @@ from collections.abc import Callable
 from typing import Any, NamedTuple, NoReturn
 
 from swarmd.api import Node
+from swarmd.config.output import OutputLimit
 from swarmd.node.apps import resolve
 from swarmd.systemd import journal
 from swarmd.systemd.events import NODE_IDENTIFIER
+from swarmd.systemd.ratelimit import OutputLimiter
 
 try:  # signal.signal without the enum wrapping of the old handler, which for a Python handler
     # raises and formats a ValueError: ~100 copy-on-write faults in a fresh fork for three calls
@@ -53,6 +55,7 @@ class ChildSpec(NamedTuple):
     env: dict[str, str]
     journal: bool  # write logs and tracebacks to the journal directly
     log_handler: logging.Handler | None  # the root handler, built before the fork (spawn.py)
+    output: OutputLimit  # how much of its logging may reach the journal
     nofile: tuple[int, int] | None  # the RLIMIT_NOFILE swarmd started with, for the node
     oom_score: int | None  # the node's oom_score_adj, above the supervisor's
     app: Callable[[Node], Any] | str | None = None
@@ -82,20 +85,40 @@ def _priority(level: int) -> int:
 
 
 class JournalHandler(logging.Handler):
-    """node.log records straight to the journal, tagged with the node."""
+    """node.log records straight to the journal, tagged with the node, within the node's
+    output limit (config `output:`): they do not pass through the supervisor, whose limit
+    covers the node's stdout and stderr, so the node applies the same limit itself and says
+    what it dropped, before its next record that goes out (or as it ends)."""
 
-    def __init__(self, fields: dict[str, Any]) -> None:
+    def __init__(self, fields: dict[str, Any], limiter: OutputLimiter | None = None) -> None:
         super().__init__()
         self.fields = fields
+        self.limiter = limiter
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
+            limiter = self.limiter
+            if limiter is not None:
+                now = time.monotonic()
+                if not limiter.take(0, 1, now):
+                    return
+                self.tell_dropped(now)
             message = self.format(record)
             journal.journal_send(message, PRIORITY=_priority(record.levelno),
                             LOGGER=record.name, CODE_FILE=record.pathname,
                             CODE_LINE=record.lineno, CODE_FUNC=record.funcName, **self.fields)
         except Exception:
             self.handleError(record)
+
+    def tell_dropped(self, now: float, force: bool = False) -> None:
+        if self.limiter is None:
+            return
+        count, span = self.limiter.report(0, now, force=force)
+        if count:
+            journal.journal_send(f"{count} log record(s) of this node dropped over {span:.1f}s: "
+                                 f"it logged faster than its output limit "
+                                 f"({self.limiter.limit.describe()})", PRIORITY=4,
+                                 SWARMD_DROPPED=count, **self.fields)
 
 
 def _node_fields(spec: ChildSpec) -> dict[str, Any]:
@@ -177,6 +200,12 @@ def main(spec: ChildSpec) -> NoReturn:
                 stream.flush()
             except Exception:
                 pass
+        handler = spec.log_handler
+        if isinstance(handler, JournalHandler) and spec.journal:
+            try:
+                handler.tell_dropped(time.monotonic(), force=True)  # its story ends here
+            except Exception:
+                pass
         os._exit(code)
 
 
@@ -244,6 +273,7 @@ def _setup_logging(spec: ChildSpec) -> logging.Logger:
                 root.removeHandler(old)
             assert isinstance(handler, JournalHandler)
             handler.fields = _node_fields(spec)
+            handler.limiter = OutputLimiter(spec.output)
             root.addHandler(handler)
         elif not root.handlers:
             assert isinstance(handler, logging.StreamHandler)
@@ -279,7 +309,10 @@ def _watch_parent(node: Node, spec: ChildSpec) -> None:
     health pipe must be seen doing so.) getppid() stays the judge."""
     waiter = select.poll()
     waiter.register(2, 0)  # no events asked: only POLLERR (reader gone) or POLLNVAL wake it
+    handler = spec.log_handler if spec.journal else None
     while not node.orphaned:
+        if isinstance(handler, JournalHandler):  # the log records it dropped, told in time
+            handler.tell_dropped(time.monotonic())
         if waiter.poll(ORPHAN_IDLE_MS):
             # The supervisor's exit closes its fds just before the node is reparented.
             while not node.orphaned:

@@ -18,6 +18,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from swarmd.config.output import OutputLimit
 from swarmd.node import child
 from swarmd.node.process import NodeProcess
 
@@ -148,7 +149,7 @@ class NodePipes(NamedTuple):
 
 class Recipe(NamedTuple):
     """What a version forks its nodes with: the app (imported, or its name) or the command,
-    the config's env, and the limits and log destination of the supervisor."""
+    the config's env and output limit, and the limits and log destination of the supervisor."""
 
     app: Callable[..., Any] | str | None
     command: tuple[str, ...] | None
@@ -156,6 +157,7 @@ class Recipe(NamedTuple):
     journal: bool
     limits: NodeLimits
     supervisor_pid: int
+    output: OutputLimit = OutputLimit()
 
     def spec(self, node_id: int, generation: int, write_ends: tuple[int, int, int],
              close_fds: list[int], reparent_from: int | None = None) -> child.ChildSpec:
@@ -165,6 +167,7 @@ class Recipe(NamedTuple):
             health_fd=health_w, stdout_fd=out_w, stderr_fd=err_w,
             close_runs=fd_runs(close_fds), env=self.env, journal=self.journal,
             log_handler=None if self.command is not None else node_log_handler(self.journal),
+            output=self.output,
             nofile=self.limits.nofile, oom_score=self.limits.oom_score, app=self.app,
             command=self.command, reparent_from=reparent_from)
 

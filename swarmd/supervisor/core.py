@@ -84,7 +84,8 @@ class Supervisor:
 
     def _recipe(self, config: Config, app: Any) -> Recipe:
         return Recipe(app=app, command=config.command, env=dict(config.env),
-                      journal=self.journal, limits=self.limits, supervisor_pid=os.getpid())
+                      journal=self.journal, limits=self.limits, supervisor_pid=os.getpid(),
+                      output=config.output)
 
     @property
     def config(self) -> Config:

@@ -222,3 +222,17 @@ def daemonizer(node: Node) -> int:
             os._exit(0)
         os.waitpid(pid, 0)
     return steady(node)
+
+
+def log_flood(node: Node) -> int:
+    """Targeted nodes log through node.log as fast as they can for TESTAPP_FLOOD_SECONDS
+    (under the journal, those records go to journald from the node itself), then steady."""
+    if _targeted(node):
+        until = time.monotonic() + float(os.environ.get("TESTAPP_FLOOD_SECONDS", "2"))
+        count = 0
+        while time.monotonic() < until and not node.stopping.is_set():
+            node.log.info("node %d log flood record %d", node.id, count)
+            count += 1
+            if count % 1000 == 0:
+                node.healthy()
+    return steady(node)

@@ -304,3 +304,26 @@ def test_a_node_printing_as_fast_as_it_can_never_drowns_the_supervisors_entries(
         "SYSLOG_IDENTIFIER=systemd-journald", since_cursor=swarmd.cursor)
         if "Suppressed" in field(e, "MESSAGE")]
     assert not suppressed, suppressed
+
+
+def test_a_node_logging_as_fast_as_it_can_is_limited_by_the_node_itself(
+        swarmd: Swarmd) -> None:
+    """node.log records go to journald from the node, not through the supervisor: the node
+    applies the same output limit and says what it dropped."""
+    swarmd.start(nodes=2, app="swarmd_testapps:log_flood",
+                 env={"TESTAPP_PERIOD": "0.2", "TESTAPP_ONLY_NODE": "0",
+                      "TESTAPP_FLOOD_SECONDS": "3"})
+    swarmd.wait_healthy(2)
+    # the first drop is told at once, the rest of the flood ten seconds after it
+    told = swarmd.wait_entries("the node telling what it dropped", lambda e: "log record(s) "
+                               "of this node dropped" in field(e, "MESSAGE"), 2,
+                               "SWARMD_NODE_ID=0", timeout=30)
+    assert sum(int(field(e, "SWARMD_DROPPED")) for e in told) > 10_000
+    assert field(told[0], "SYSLOG_IDENTIFIER") == "swarmd-node"
+    kept = [e for e in swarmd.journal("SWARMD_NODE_ID=0")
+            if "log flood record" in field(e, "MESSAGE")]
+    assert 0 < len(kept) < 10_000, len(kept)  # burst 2000 + 200/s, not the whole flood
+    suppressed = [field(e, "MESSAGE") for e in swarmd.c.journal(
+        "SYSLOG_IDENTIFIER=systemd-journald", since_cursor=swarmd.cursor)
+        if "Suppressed" in field(e, "MESSAGE")]
+    assert not suppressed, suppressed
