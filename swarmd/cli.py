@@ -5,63 +5,23 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import TYPE_CHECKING
 
 from swarmd import __version__, config
 from swarmd.control import ControlError, runtime_dir
-
-if TYPE_CHECKING:
-    from swarmd.candidate.trial import TrialResult
-    from swarmd.control import ControlServer, Handler
-
-EXIT_CONFIG = 78  # EX_CONFIG: systemd's RestartPreventExitStatus=78 stops a restart loop
-
-
-def warn(text: str) -> None:
-    """One line to stderr that never raises: a warning must not be what ends swarmd when
-    stderr is a full disk (ENOSPC), a closed pipe or closed altogether (2>&-)."""
-    if sys.stderr is None:  # fd 2 was closed at start and nobody reopened it
-        return
-    try:
-        print(text, file=sys.stderr, flush=True)
-    except (OSError, ValueError):
-        pass
-
-
-def ensure_std_fds() -> None:
-    """Started with fd 0, 1 or 2 closed, the next file swarmd opens would take its number and
-    get whatever is written to "stderr" (a node's, a library's, a fatal error's): /dev/null
-    holds each missing one instead."""
-    for fd in (0, 1, 2):
-        try:
-            os.fstat(fd)
-        except OSError:
-            null = os.open(os.devnull, os.O_RDWR)
-            if null != fd:  # the lowest free number: this one, unless a lower one was also free
-                os.dup2(null, fd)
-                os.close(null)
-    if sys.stderr is None:  # Python found fd 2 closed at start
-        sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115 - lives as long as the process
+from swarmd.stdio import warn
+from swarmd.supervisor.launch import EXIT_CONFIG
 
 
 def config_path(arg: str | None) -> str:
     return arg or os.environ.get("SWARMD_CONFIG") or config.DEFAULT_PATH
 
 
-def _reject(path: str, result: TrialResult) -> config.Config | None:
-    """The config a trial load gave, or None after printing why it cannot run."""
-    if result.config is None and not result.stopped:
-        for problem in result.problems:
-            warn(problem)
-        warn(f"swarmd: {path} is not valid; fix the lines above, then `swarmd check -c {path}`")
-    return result.config
-
-
 def cmd_check(args: argparse.Namespace) -> int:
     from swarmd.candidate.trial import load_in_a_fork
+    from swarmd.supervisor.launch import reject
 
     path = config_path(args.config)
-    cfg = _reject(path, load_in_a_fork(path))
+    cfg = reject(path, load_in_a_fork(path))
     if cfg is None:
         return EXIT_CONFIG
     what = " ".join(cfg.command) if cfg.command else cfg.app
@@ -71,56 +31,14 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     # keep check/status imports light: the supervisor's modules load here only
-    from swarmd.supervisor.signals import SignalQueue
+    from swarmd.supervisor import launch
 
     if os.environ.get("SWARMD_HANDOVER_FD"):  # the end of a deploy: the new code, same process
-        return _resume()
-    ensure_std_fds()
-    path = config_path(args.config)
-    signals = SignalQueue()
-    signals.install()  # from here on, signals are queued (they were held since main())
+        return launch.resume()
     from swarmd.candidate.trial import Trial
 
-    trial = Trial(path)  # the config and app are tried in a child while we import the rest
-    from swarmd.node.apps import PreloadError
-    from swarmd.supervisor.core import Supervisor
-
-    result = trial.wait(wake_fd=signals.wake_fd, should_stop=signals.stop_requested)
-    cfg = _reject(path, result)
-    if cfg is None:
-        return 0 if result.stopped else EXIT_CONFIG
-    supervisor = Supervisor(cfg, signals=signals)
-    try:
-        supervisor.preload()
-    except PreloadError as exc:
-        warn(f"swarmd: {exc}")
-        return EXIT_CONFIG
-    try:
-        server = open_control(runtime_dir(), supervisor.handle_request)
-    except ControlError as exc:
-        warn(f"swarmd: {exc}")
-        return 1
-    if server is not None:
-        supervisor.attach_control(server)
-    return supervisor.run()
-
-
-def _resume() -> int:
-    from swarmd.control import ControlServer
-    from swarmd.supervisor import handover
-    from swarmd.supervisor.core import Supervisor
-
-    state = handover.take_state()
-    assert state is not None
-    supervisor = Supervisor(config.from_data(state["config"]))
-    if state.get("control"):
-        try:
-            supervisor.attach_control(ControlServer.adopt(state["control"],
-                                                          supervisor.handle_request))
-        except ControlError as exc:  # the fleet matters more than the socket: go on without
-            warn(f"swarmd: warning: {exc}; swarmd status/reload/quiet will not reach this "
-                 f"supervisor until it is restarted")
-    return supervisor.resume(state)
+    path = config_path(args.config)
+    return launch.start(path, Trial(path))
 
 
 def cmd_candidate(args: argparse.Namespace) -> int:
@@ -130,22 +48,6 @@ def cmd_candidate(args: argparse.Namespace) -> int:
 
     return serve(args.fd, args.supervisor_pid, args.config, args.journal,
                  NodeLimits.from_arg(args.limits))
-
-def open_control(directory: str, handler: Handler) -> ControlServer | None:
-    """The control socket, or None after one warning line when the runtime directory cannot
-    hold it (unwritable, full, a path too long for a socket): swarmd runs on without it.
-    ControlError (another swarmd listens there) is the caller's: that one must not start."""
-    from swarmd.control import ControlServer
-
-    try:
-        return ControlServer(directory, handler)
-    except OSError as exc:
-        reason = exc.strerror or str(exc)  # "AF_UNIX path too long" has no strerror
-        warn(f"swarmd: warning: no control socket in {directory} ({reason}); swarmd "
-             f"status/reload/quiet will not reach this supervisor; set RUNTIME_DIRECTORY to a "
-             f"writable directory with a short path")
-        return None
-
 
 def _ask(args: argparse.Namespace, payload: dict[str, object], timeout: float | None
          ) -> dict[str, object] | None:
@@ -241,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     if (sys.argv[1:] if argv is None else argv)[:1] == ["run"]:
         # Until its handlers are in, HUP or TERM would end the supervisor, TSTP stop it:
         # held from here, they wait (swarmd/supervisor/signals.py).
-        from swarmd.supervisor.signals import hold
+        from swarmd.supervisor.held import hold
 
         hold()
     args = parser().parse_args(argv)

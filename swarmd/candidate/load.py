@@ -11,9 +11,7 @@ from __future__ import annotations
 import gc
 import os
 import sys
-import threading
 import time
-import traceback
 from collections import deque
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -39,6 +37,8 @@ class _Tail:
     prints without end costs a bounded amount of memory)."""
 
     def __init__(self, fd: int) -> None:
+        import threading  # only a candidate captures this way (see import_captured)
+
         self.lines: deque[str] = deque(maxlen=OUTPUT_TAIL)
         self._fd = fd
         self._thread = threading.Thread(target=self._read, name="swarmd-import-output",
@@ -75,9 +75,20 @@ def _flush() -> None:
             pass
 
 
-def import_captured(target: Callable[[], Any]) -> tuple[Any, BaseException | None, list[str]]:
-    """Run `target` (an import) with fds 1 and 2 going to a pipe: (result, what it raised,
-    the last lines it printed)."""
+def import_captured(target: Callable[[], Any], capture: bool = True
+                    ) -> tuple[Any, BaseException | None, list[str]]:
+    """Run `target` (an import): (result, what it raised, the last lines it printed). With
+    `capture`, fds 1 and 2 go to a pipe read by a thread meanwhile; without, the caller's
+    stdout and stderr already go where someone keeps them (a throwaway loader's parent)."""
+    import traceback
+
+    if not capture:
+        try:
+            return target(), None, []
+        except BaseException as exc:  # noqa: BLE001 - anything the app raises is a reason
+            traceback.print_exc()  # to the parent, which keeps the last lines
+            _flush()
+            return None, exc, []
     _flush()
     read_end, write_end = os.pipe()
     saved = os.dup(1), os.dup(2)
@@ -118,7 +129,8 @@ def _resolve(name: str) -> Callable[[], Any]:
     return lambda: resolve(name)
 
 
-def import_app(name: str, *, freeze: bool) -> tuple[Any, list[str], float]:
+def import_app(name: str, *, freeze: bool, capture: bool = True
+               ) -> tuple[Any, list[str], float]:
     """Import the app here, with collection off meanwhile and, with `freeze`, the heap frozen
     after (the nodes forked from this process then share its pages through their own
     collections); raises LoadFailure."""
@@ -126,7 +138,7 @@ def import_app(name: str, *, freeze: bool) -> tuple[Any, list[str], float]:
     enabled = gc.isenabled()
     gc.disable()
     try:
-        app, error, output = import_captured(_resolve(name))
+        app, error, output = import_captured(_resolve(name), capture)
     finally:
         if freeze:
             gc.freeze()
@@ -201,15 +213,17 @@ def read_config(path: str) -> Config:
                                          f"{type(exc).__name__}: {exc}"]) from None
 
 
-def load_version(path: str, send: Send, *, throwaway: bool) -> Loaded | None:
+def load_version(path: str, send: Send, *, throwaway: bool, freeze: bool = False
+                 ) -> Loaded | None:
     """Read the config and import the app, telling the supervisor each step; None (after a
     FAILED message) when the version cannot run.
 
-    throwaway: this process ends after the load (first start, `swarmd check`), so the app is
-    imported right here whatever `preload` says. Otherwise (a deploy's candidate, which forks
-    the new nodes) the app is kept imported with preload, and only tried in a throwaway child
-    without it; the new swarmd code is imported too, so that the supervisor's re-execution
-    into it is known to work."""
+    throwaway: this process ends after the load and its nodes, if any (first start,
+    `swarmd check`), so the app is imported right here whatever `preload` says, its heap
+    frozen with `freeze` (it forks a first start's nodes). Otherwise (a deploy's candidate,
+    which forks the new nodes) the app is kept imported with preload, and only tried in a
+    throwaway child without it; the new swarmd code is imported too, so that the
+    supervisor's re-execution into it is known to work."""
     try:
         config = read_config(path)
         send(Kind.CONFIG, config=to_data(config), version=__version__)
@@ -217,7 +231,10 @@ def load_version(path: str, send: Send, *, throwaway: bool) -> Loaded | None:
         seconds = 0.0
         if config.command is None:
             if throwaway or config.preload:
-                app, _output, seconds = import_app(config.app, freeze=not throwaway)
+                # a throwaway loader's output goes to its parent, which keeps the last lines
+                app, _output, seconds = import_app(config.app,
+                                                   freeze=freeze or not throwaway,
+                                                   capture=not throwaway)
             else:
                 seconds = import_app_in_a_fork(config.app)
                 app = config.app

@@ -13,8 +13,9 @@ import signal
 import socket
 from typing import Any
 
+from swarmd.candidate.channel import Channel
 from swarmd.candidate.load import load_version
-from swarmd.candidate.wire import Channel, ChannelClosed, Kind
+from swarmd.candidate.wire import ChannelClosed, Kind
 from swarmd.node import child
 from swarmd.node.spawn import NodeLimits, Recipe, spawn_through_intermediate
 

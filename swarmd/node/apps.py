@@ -7,9 +7,8 @@ import importlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from swarmd.api import Node
-
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # a loader resolving the app needs none of the node's API (nor logging)
+    from swarmd.api import Node
     from swarmd.config import Config
 
 

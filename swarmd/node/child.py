@@ -63,6 +63,10 @@ class ChildSpec(NamedTuple):
     # forked by a deploy's candidate through an intermediate process (that pid), which exits
     # at once: the node becomes the supervisor's child (a subreaper) only then
     reparent_from: int | None = None
+    # a first start's loader forks the whole fleet, then exits: until then its nodes wait
+    # on this pipe (EOF when it is gone), instead of taking CPU from it
+    gate_fd: int | None = None
+    node: Node | None = None  # what the app gets, built before the fork (app nodes)
 
 
 try:  # looked up once, in the supervisor: a node neither dlopens libc nor builds the
@@ -212,15 +216,16 @@ def main(spec: ChildSpec) -> NoReturn:
 def _run(spec: ChildSpec) -> int:
     _reset_signals(bool(spec.command))
     os.setpgid(0, 0)  # the terminal's ^C reaches the supervisor only, which stops in order
+    # first: among them, a first start's gate, whose write end every node holds till then
+    _close_supervisor_fds(spec)
     if spec.reparent_from is not None:
-        _wait_for_reparenting(spec.reparent_from)
+        _wait_for_reparenting(spec.reparent_from, spec.gate_fd)
     # Hard until the node reported: nothing of ours handles a TERM yet, and an app may replace
     # the handler while it boots. An app node's fence becomes soft at its first report
     # (_run_app); a command node cannot run a parent check after exec, so its stays hard.
     prctl_pdeathsig(signal.SIGKILL)
     if os.getppid() != spec.supervisor_pid:
         return 0  # the supervisor died between fork and prctl
-    _close_supervisor_fds(spec)
     _restore_fd_limit(spec)
     _setup_stdio(spec)
     for name, value in spec.env.items():  # not environ.update(): its ABC checks alone cost
@@ -235,9 +240,16 @@ def _run(spec: ChildSpec) -> int:
 REPARENT_WAIT = 2.0  # seconds; the intermediate exits right after its fork
 
 
-def _wait_for_reparenting(intermediate: int) -> None:
-    """Until the intermediate that forked this node is gone and the node is the supervisor's
-    child: a parent-death signal set before would fire at the intermediate's exit."""
+def _wait_for_reparenting(intermediate: int, gate: int | None) -> None:
+    """Until the process that forked this node is gone and the node is the supervisor's
+    child: a parent-death signal set before would fire at that process's exit."""
+    if gate is not None:
+        try:
+            while os.read(gate, 1):  # nothing is written: EOF when the forker exits
+                pass
+        except OSError:
+            pass
+        os.close(gate)
     deadline = time.monotonic() + REPARENT_WAIT
     while os.getppid() == intermediate and time.monotonic() < deadline:
         os.sched_yield()
@@ -265,22 +277,17 @@ def _exec(spec: ChildSpec) -> int:
 
 def _setup_logging(spec: ChildSpec) -> logging.Logger:
     """Attach the handler the supervisor built before the fork (spawn.node_log_handler)."""
-    root = logging.getLogger()
     handler = spec.log_handler
-    if handler is not None:
-        if spec.journal:
-            for old in list(root.handlers):  # inherited handlers would write to the pipe twice
+    if handler is not None and spec.journal:
+        root = logging.getLogger()
+        if root.handlers != [handler]:  # an app's own would write to the pipe: twice
+            for old in list(root.handlers):
                 root.removeHandler(old)
-            assert isinstance(handler, JournalHandler)
-            handler.fields = _node_fields(spec)
-            handler.limiter = OutputLimiter(spec.output)
             root.addHandler(handler)
-        elif not root.handlers:
-            assert isinstance(handler, logging.StreamHandler)
-            handler.setStream(sys.stderr)  # the stream the child has now
-            root.addHandler(handler)
-    if root.level == logging.WARNING or root.level == logging.NOTSET:
-        root.setLevel(logging.INFO)
+        assert isinstance(handler, JournalHandler)
+        handler.fields = _node_fields(spec)
+        handler.limiter = OutputLimiter(spec.output)
+    # A stream handler writes to sys.stderr, the same object here: fd 2 is now the node's pipe
     return logging.getLogger("swarmd.node")
 
 
@@ -350,8 +357,9 @@ def _run_app(spec: ChildSpec) -> int:
         node.stopping.set()
         watch_parent()
 
-    node = Node(spec.node_id, spec.generation, spec.health_fd, log, spec.supervisor_pid,
-                after_first_report=watch_parent)
+    node = spec.node or Node(spec.node_id, spec.generation, spec.health_fd, log,
+                             spec.supervisor_pid)
+    node._after_first_report = watch_parent
     _set_handler(signal.SIGTERM, on_term)
     _set_handler(signal.SIGINT, lambda *_: node.stopping.set())
     _set_handler(signal.SIGQUIT, lambda *_: node.stopping.set())

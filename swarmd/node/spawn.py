@@ -15,9 +15,11 @@ import os
 import resource
 import signal
 import sys
+import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from swarmd.api import Node
 from swarmd.config.output import OutputLimit
 from swarmd.node import child
 from swarmd.node.process import NodeProcess
@@ -55,6 +57,17 @@ class NodeLimits(NamedTuple):
         return cls(nofile, oom)  # type: ignore[arg-type]
 
 
+def node_limits() -> NodeLimits:
+    """What nodes get, read off this process before the supervisor changes its own."""
+    try:
+        with open("/proc/self/oom_score_adj") as handle:
+            oom_score: int | None = min(1000, int(handle.read().strip() or 0)
+                                        + OOM_SCORE_BONUS)
+    except (OSError, ValueError):
+        oom_score = None
+    return NodeLimits(resource.getrlimit(resource.RLIMIT_NOFILE), oom_score)
+
+
 def prepare_supervisor(nofile: tuple[int, int] | None = None) -> NodeLimits:
     """In the supervisor, once: lift the soft RLIMIT_NOFILE to the hard one (a fleet holds
     four fds per node), remembering the original for the nodes, as systemd does for services
@@ -67,21 +80,32 @@ def prepare_supervisor(nofile: tuple[int, int] | None = None) -> NodeLimits:
             sys.stdout.reconfigure(line_buffering=True)  # what nodes need: print() is one line
         except (OSError, ValueError):
             pass
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if nofile is None:
-        nofile = (soft, hard)
+    limits = node_limits()
+    soft, hard = limits.nofile or (0, 0)
     if soft < hard:
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         except (OSError, ValueError):
             pass
+    return limits if nofile is None else limits._replace(nofile=nofile)
+
+
+PR_SET_CHILD_SUBREAPER = 36
+_subreaper: list[bool] = []
+
+
+def become_subreaper() -> None:
+    """Orphaned descendants come to this process, not to init: the nodes a loader forks (a
+    first start's, a deploy's), and whatever a node leaves behind, which it then reaps."""
+    if _subreaper:
+        return
     try:
-        with open("/proc/self/oom_score_adj") as handle:
-            oom_score: int | None = min(1000, int(handle.read().strip() or 0)
-                                        + OOM_SCORE_BONUS)
-    except (OSError, ValueError):
-        oom_score = None
-    return NodeLimits(nofile, oom_score)
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    except (OSError, AttributeError):  # pragma: no cover - no libc prctl
+        pass
+    _subreaper.append(True)
 
 
 def fd_runs(fds: list[int]) -> list[tuple[int, int]]:
@@ -98,9 +122,10 @@ _log_handlers: dict[bool, logging.Handler] = {}  # journal? -> handler, made bef
 
 
 def node_log_handler(journal: bool) -> logging.Handler:
-    """The handler a node's root logger gets, built once before the forks (a handler, its lock
-    and formatter, the "swarmd.node" logger), so that a node only attaches it; objects built in
-    every child cost copy-on-write faults between fork and first report."""
+    """The handler a node's root logger gets, built and attached once, before the forks: a
+    node finds it in place (objects built or lists changed in every child cost copy-on-write
+    faults between fork and first report). The supervisor itself never logs through the root
+    logger (its entries go through its sinks), so having it attached here changes nothing."""
     handler = _log_handlers.get(journal)
     if handler is None:
         if journal:
@@ -110,8 +135,20 @@ def node_log_handler(journal: bool) -> logging.Handler:
             handler = logging.StreamHandler(sys.stderr)
             handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
         _log_handlers[journal] = handler
+        root = logging.getLogger()
+        if journal or not root.handlers:  # an app that set up its own keeps it, unjournaled
+            root.addHandler(handler)
+        if root.level in (logging.WARNING, logging.NOTSET):
+            root.setLevel(logging.INFO)
         logging.getLogger("swarmd.node")
     return handler
+
+
+def _node(node_id: int, generation: int, health_fd: int, supervisor_pid: int) -> Node:
+    """The Node an app gets, built before the fork (~40 fewer copy-on-write faults in the
+    node, between its fork and its first report)."""
+    return Node(node_id, generation, health_fd, logging.getLogger("swarmd.node"),
+                supervisor_pid)
 
 
 class NodePipes(NamedTuple):
@@ -161,15 +198,23 @@ class Recipe(NamedTuple):
 
     def spec(self, node_id: int, generation: int, write_ends: tuple[int, int, int],
              close_fds: list[int], reparent_from: int | None = None) -> child.ChildSpec:
+        return self.spec_with_runs(node_id, generation, write_ends, fd_runs(close_fds),
+                                   reparent_from)
+
+    def spec_with_runs(self, node_id: int, generation: int, write_ends: tuple[int, int, int],
+                       close_runs: list[tuple[int, int]], reparent_from: int | None = None,
+                       gate_fd: int | None = None) -> child.ChildSpec:
         health_w, out_w, err_w = write_ends
+        node = None if self.command is not None else _node(node_id, generation, health_w,
+                                                           self.supervisor_pid)
         return child.ChildSpec(
             node_id=node_id, generation=generation, supervisor_pid=self.supervisor_pid,
             health_fd=health_w, stdout_fd=out_w, stderr_fd=err_w,
-            close_runs=fd_runs(close_fds), env=self.env, journal=self.journal,
+            close_runs=close_runs, env=self.env, journal=self.journal,
             log_handler=None if self.command is not None else node_log_handler(self.journal),
             output=self.output,
             nofile=self.limits.nofile, oom_score=self.limits.oom_score, app=self.app,
-            command=self.command, reparent_from=reparent_from)
+            command=self.command, reparent_from=reparent_from, gate_fd=gate_fd, node=node)
 
 
 def _flush_stdio() -> None:
@@ -182,18 +227,18 @@ def _flush_stdio() -> None:
 
 
 def spawn(node_id: int, generation: int, now: float, recipe: Recipe, *,
-          close_fds: list[int], step_aside: bool = True) -> NodeProcess:
-    """Fork one node from this process. The parent gets a NodeProcess; the child never returns.
+          close_fds: list[int]) -> NodeProcess:
+    """Fork one node from this process and give it the CPU at once. The parent gets a
+    NodeProcess; the child never returns from here.
 
     The heap the node inherits is frozen first (gc.freeze), so that the node's collections do
     not write to the pages it shares with the supervisor; the supervisor unfreezes its own at
     once (both are O(1) list splices).
 
-    step_aside: yield the CPU to the new node right after the fork. The kernel mostly queues a
-    new child on its parent's CPU, behind the parent; what the supervisor does after a fork
-    costs it ~1 ms (every page it writes is copy-on-write again), which a replacement would
-    wait out before running a line. Not for a batch (the first start): there the next fork
-    matters more than one child's head start."""
+    The yield after the fork: the kernel mostly queues a new child on its parent's CPU, behind
+    the parent; what the supervisor does after a fork costs it ~1 ms (every page it writes is
+    copy-on-write again), which a replacement would wait out before running a line. (The
+    first start's batch, spawn_batch, does not: there the next fork matters more.)"""
     pipes = NodePipes.open()
     _flush_stdio()
     # built here, not in the child: ~18 fewer copy-on-write faults between fork and app
@@ -209,8 +254,7 @@ def spawn(node_id: int, generation: int, now: float, recipe: Recipe, *,
         child.main(spec)
     gc.unfreeze()
     pipes.close(pipes.write_ends)
-    if step_aside:
-        os.sched_yield()
+    os.sched_yield()
     try:
         pidfd = os.pidfd_open(pid)
     except OSError:  # pragma: no cover - kernels before 5.3; the child is ours and alive
@@ -219,6 +263,106 @@ def spawn(node_id: int, generation: int, now: float, recipe: Recipe, *,
         pipes.close(pipes.read_ends)
         raise
     return NodeProcess.adopt(node_id, generation, pid, pidfd, pipes.read_ends, now,
+                             is_command=recipe.command is not None)
+
+
+class Forked(NamedTuple):
+    """A node of a batch, forked: what the parent keeps of it until it is adopted."""
+
+    node_id: int
+    generation: int
+    pid: int
+    read_ends: tuple[int, int, int]
+    started_at: float
+
+
+def spawn_batch(nodes: list[tuple[int, int]], recipe: Recipe, close_fds: list[int],
+                clock: Callable[[], float]) -> list[Forked | OSError]:
+    """Fork many nodes (`(node_id, generation)` each) in a row, with as little as can be done
+    between two forks; the caller makes the NodeProcesses after the last (`adopt_forked`).
+
+    After a fork every page the parent writes is copied (each child still shares it) at ~3 us
+    a page: building objects, registering fds and arming timers between forks cost the first
+    start more than the forks did. Each child closes the pipes of the nodes forked before it:
+    they come from the lowest free fds, so they mostly extend one run of fds."""
+    _flush_stdio()
+    runs = fd_runs(close_fds)
+    results: list[Forked | OSError] = []
+    gc.freeze()
+    try:
+        for node_id, generation in nodes:
+            try:
+                pipes = NodePipes.open()
+            except OSError as exc:
+                results.append(exc)
+                continue
+            runs = _add_run(runs, pipes.read_ends)
+            spec = recipe.spec_with_runs(node_id, generation, pipes.write_ends, runs)
+            try:
+                pid = os.fork()
+            except OSError as exc:
+                pipes.close(pipes.read_ends + pipes.write_ends)
+                runs = fd_runs([fd for low, high in runs for fd in range(low, high)
+                                if fd not in pipes.read_ends])
+                results.append(exc)
+                continue
+            if pid == 0:  # the child
+                child.main(spec)
+            pipes.close(pipes.write_ends)
+            results.append(Forked(node_id, generation, pid, pipes.read_ends, clock()))
+    finally:
+        gc.unfreeze()
+    return results
+
+
+def spawn_first_batch(nodes: list[tuple[int, int]], recipe: Recipe, close_fds: list[int],
+                      announce: Callable[[Forked | OSError, int], None]) -> None:
+    """In a first start's loader, which has the config and app loaded: fork the whole fleet
+    (`(node_id, generation)` each) and `announce` each node (with its slot id) to the
+    supervisor, whose children the nodes become when this process exits (it is a child
+    subreaper); the nodes wait on a gate until then. The supervisor never imports the app on
+    the way to its first READY=1."""
+    _flush_stdio()
+    gate_r, gate_w = os.pipe2(os.O_CLOEXEC)
+    os.set_inheritable(gate_r, True)
+    runs = fd_runs([*close_fds, gate_w])
+    me = os.getpid()
+    gc.freeze()
+    for node_id, generation in nodes:
+        try:
+            pipes = NodePipes.open()
+        except OSError as exc:
+            announce(exc, node_id)
+            continue
+        spec = recipe.spec_with_runs(node_id, generation, pipes.write_ends,
+                                     _add_run(runs, pipes.read_ends), reparent_from=me,
+                                     gate_fd=gate_r)
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            pipes.close(pipes.read_ends + pipes.write_ends)
+            announce(exc, node_id)
+            continue
+        if pid == 0:  # the child
+            child.main(spec)
+        pipes.close(pipes.write_ends)
+        announce(Forked(node_id, generation, pid, pipes.read_ends, time.monotonic()), node_id)
+        pipes.close(pipes.read_ends)  # the supervisor has its own copies now
+
+
+def _add_run(runs: list[tuple[int, int]], fds: tuple[int, ...]) -> list[tuple[int, int]]:
+    """`runs` (see fd_runs) with `fds` added: O(1) when they extend the last run."""
+    low, high = min(fds), max(fds) + 1
+    if runs and runs[-1][1] == low and high - low == len(fds):
+        return [*runs[:-1], (runs[-1][0], high)]
+    return fd_runs([*(fd for a, b in runs for fd in range(a, b)), *fds])
+
+
+def adopt_forked(forked: Forked, recipe: Recipe) -> NodeProcess:
+    """The NodeProcess of a node forked in a batch (its pid is ours: not reaped yet)."""
+    pidfd = os.pidfd_open(forked.pid)
+    return NodeProcess.adopt(forked.node_id, forked.generation, forked.pid, pidfd,
+                             forked.read_ends, forked.started_at,
                              is_command=recipe.command is not None)
 
 

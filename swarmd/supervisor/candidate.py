@@ -14,7 +14,8 @@ import socket
 import sys
 from typing import Any, NamedTuple
 
-from swarmd.candidate.wire import Channel, ChannelClosed, Kind
+from swarmd.candidate.channel import Channel
+from swarmd.candidate.wire import ChannelClosed, Kind
 from swarmd.config import Config, from_data
 from swarmd.node.process import NodeProcess
 from swarmd.node.spawn import NodeLimits, NodePipes

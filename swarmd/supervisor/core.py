@@ -23,7 +23,7 @@ from swarmd.loop.poller import Poller
 from swarmd.loop.timers import Timer, Timers
 from swarmd.node.apps import PreloadError, load_app
 from swarmd.node.process import NodeProcess, StopReason
-from swarmd.node.spawn import NodeLimits, Recipe, prepare_supervisor
+from swarmd.node.spawn import Forked, NodeLimits, Recipe, become_subreaper, prepare_supervisor
 from swarmd.supervisor.fleet import Fleet
 from swarmd.supervisor.signals import STOP_SIGNALS, SignalQueue
 from swarmd.supervisor.slot import Slot
@@ -38,7 +38,6 @@ EXTEND_EVERY = 2.0  # seconds between EXTEND_TIMEOUT_USEC while a stop or deploy
 # 256 nodes is a few messages to PID 1 instead of hundreds; a lone change goes out at once.
 STATUS_HOLD = 0.05
 STRAY_REAP_DELAY = 0.1  # after a SIGCHLD: reap children nobody knows (orphans we inherited)
-PR_SET_CHILD_SUBREAPER = 36
 
 if TYPE_CHECKING:  # deploys come with a HUP: their modules load then, not at every start
     from swarmd.supervisor.candidate import Candidate
@@ -119,12 +118,7 @@ class Supervisor:
         assert recipe is not None
         self.fleet.versions[self.fleet.current] = self.fleet.versions[
             self.fleet.current]._replace(recipe=recipe._replace(limits=self.limits))
-        try:  # a deploy's nodes, forked by its candidate, become our children
-            import ctypes
-
-            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-        except (OSError, AttributeError):  # pragma: no cover - no libc prctl
-            pass
+        become_subreaper()  # a no-op when launch.start did it already
 
     def _install_signals(self) -> None:
         if not self.signals.installed:
@@ -139,8 +133,9 @@ class Supervisor:
         if attach is not None:
             attach(self.poller)
 
-    def run(self) -> int:
-        """Start every node and supervise until stopped; returns the exit code."""
+    def run(self, forked: list[Forked] | None = None) -> int:
+        """Start every node (`forked`: those the first start's loader forked already) and
+        supervise until stopped; returns the exit code."""
         self._prepare()
         self._install_signals()
         try:
@@ -149,7 +144,7 @@ class Supervisor:
                 self.preload()  # not done by the caller (swarmd run does it before the socket)
             self.emit("swarmd.started", f"starting {self.config.nodes} node(s) from "
                       f"{self.config.path or 'defaults'} (swarmd {__version__})")
-            self.fleet.start_all()
+            self.fleet.start_all(forked or [])
             self.timers.call_at(self.clock() + self.config.timeouts.boot, self._boot_deadline)
             return self._supervise()
         finally:

@@ -22,7 +22,7 @@ from swarmd.config.durations import format_duration
 from swarmd.loop.poller import Poller
 from swarmd.loop.timers import Timer, Timers
 from swarmd.node.process import DRAIN_LIMIT, HEALTHY_ONE, ExitStatus, NodeProcess, State, StopReason
-from swarmd.node.spawn import Recipe, spawn
+from swarmd.node.spawn import Forked, Recipe, adopt_forked, spawn, spawn_batch
 from swarmd.supervisor import entries
 from swarmd.supervisor.backoff import Backoff
 from swarmd.supervisor.slot import DownReason, Slot
@@ -140,19 +140,39 @@ class Fleet:
 
     # ---- starting --------------------------------------------------------------------------
 
-    def start_all(self) -> None:
-        """The first start: every slot of the config, forked in a row; their node.started
-        entries follow once the whole fleet is forked."""
+    def start_all(self, forked: list[Forked]) -> None:
+        """The first start: every slot of the config, with the node the first start's loader
+        forked for it (`forked`), or forked here in a row (spawn_batch); then watched. Their
+        node.started entries follow once the whole fleet is forked."""
+        recipe = self.versions[self.current].recipe
+        assert recipe is not None
+        slots = [self.add_slot(slot_id) for slot_id in self.config.node_ids]
+        for slot in slots:
+            slot.generation += 1
+        ready: dict[int, Forked | OSError] = {f.node_id: f for f in forked}
+        missing = [slot for slot in slots if slot.id not in ready]
+        if missing:
+            results = spawn_batch([(slot.id, slot.generation) for slot in missing], recipe,
+                                  self.owner.private_fds(), self.clock)
+            ready.update(zip((slot.id for slot in missing), results, strict=True))
         self._held = []
         try:
-            for slot_id in self.config.node_ids:
-                self.start(self.add_slot(slot_id), batch=True)
+            for slot in slots:
+                result = ready[slot.id]
+                if isinstance(result, OSError):
+                    self.emit("node.exited", f"node {slot.id}: fork failed: {result.strerror}",
+                              priority=3, fields={"SWARMD_NODE_ID": slot.id})
+                    self._schedule_restart(slot, None)
+                    continue
+                proc = adopt_forked(result, recipe)
+                proc.version = self.current
+                self._attach(slot, proc, result.started_at)
         finally:
             self.write_held()
 
-    def start(self, slot: Slot, *, batch: bool = False) -> None:
-        """Fork the slot's next node from this process (the current version); batch: one of
-        many forked in a row (see spawn)."""
+    def start(self, slot: Slot) -> None:
+        """Fork the slot's next node from this process (the current version), and give it the
+        CPU at once (see spawn): a restart, a deploy's rollback, a delayed restart."""
         recipe = self.versions[self.current].recipe
         assert recipe is not None, "the current version is always forked here"
         slot.cancel_restart()
@@ -161,7 +181,7 @@ class Fleet:
         now = self.clock()
         try:
             proc = spawn(slot.id, slot.generation, now, recipe,
-                         close_fds=self.owner.private_fds(), step_aside=not batch)
+                         close_fds=self.owner.private_fds())
         except OSError as exc:
             self.emit("node.exited", f"node {slot.id}: fork failed: {exc.strerror}",
                       priority=3, fields={"SWARMD_NODE_ID": slot.id})

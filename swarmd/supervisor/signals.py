@@ -1,30 +1,22 @@
-"""Signals to the supervisor: held from its first line of Python, queued by handlers, read by
-the loop.
-
-Before a handler is in, HUP, TERM and INT would end the process and TSTP or TTIN stop it; so
-`swarmd run` blocks them the moment its main() runs (and a re-executed supervisor inherits them
-blocked across the exec): they wait, pending, until `install` queues them for the loop.
-"""
+"""Signals to the supervisor: queued by handlers, read by the loop. Until `install`, they are
+held (swarmd/supervisor/held.py)."""
 
 from __future__ import annotations
 
 import signal
-import socket
 from collections import deque
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
-HANDLED = (*STOP_SIGNALS, signal.SIGHUP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGCHLD)
+from swarmd.supervisor.held import HANDLED, STOP_SIGNALS, hold
 
-
-def hold() -> None:
-    """Block every signal the supervisor handles, until `SignalQueue.install`."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
+__all__ = ["HANDLED", "STOP_SIGNALS", "SignalQueue", "hold"]
 
 
 class SignalQueue:
     """Handlers only queue; the wake-up fd makes the loop's poll return."""
 
     def __init__(self) -> None:
+        import socket  # here, not at the top: hold() runs before anything else is loaded
+
         self.pending: deque[int] = deque()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)

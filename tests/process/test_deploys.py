@@ -362,3 +362,41 @@ def test_the_first_start_and_check_refuse_an_app_that_cannot_be_imported(tmp_pat
     assert f"{config} is not valid" in result.stderr
     assert "started" not in result.stderr
     assert not list(app.state.iterdir())  # no node ever ran
+
+
+def _importers(app: DeployedApp, s) -> dict[int, int]:
+    """node id -> the pid of the process that imported the app the node runs."""
+    out = {}
+    for node_id, node in s.nodes().items():
+        path = app.state / f"{node_id}.importer"
+        text = path.read_text().split() if path.exists() else []
+        out[node_id] = int(text[1]) if len(text) == 2 and int(text[0]) == node["pid"] else -1
+    return out
+
+
+IMPORTER = ("import os, time\nIMPORTER = os.getpid()\n{slow}")
+RECORD = ("with open(os.path.join(os.environ['DEPLOY_STATE'], f'{node.id}.importer'), 'w') as f:"
+          "\n    f.write(f'{os.getpid()} {IMPORTER}')")
+
+
+@pytest.mark.parametrize("slow", [True, False])
+def test_a_slow_import_is_not_paid_twice_on_the_way_to_ready(swarm, tmp_path, slow):
+    """A first start tries the app in a loader process; when its import is slow, that loader
+    forks the fleet itself (the supervisor imports the app meanwhile, for its later forks);
+    when it is quick, the supervisor imports it again and forks. Either way the nodes are the
+    supervisor's children, and a restart comes from the supervisor's own import."""
+    app = DeployedApp(tmp_path)
+    app.write(1, at_import=IMPORTER.format(slow="time.sleep(0.5)" if slow else ""),
+              in_run=RECORD)
+    s = swarm(app.config(nodes=3), env=app.env())
+    s.wait_ready()
+    importers = wait_for(lambda: (i := _importers(app, s)) and -1 not in i.values() and i, 10,
+                         "every node telling who imported its app")
+    assert set(children(s.pid)) >= {n["pid"] for n in s.nodes().values()}
+    if slow:
+        assert s.pid not in importers.values() and len(set(importers.values())) == 1
+    else:
+        assert set(importers.values()) == {s.pid}
+    os.kill(s.nodes()[1]["pid"], signal.SIGKILL)
+    wait_for(lambda: _importers(app, s).get(1) == s.pid, 10, "node 1 restarted by the "
+             "supervisor, from its own import")

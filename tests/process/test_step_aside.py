@@ -63,16 +63,17 @@ def _reap(proc: NodeProcess) -> None:
 
 
 def test_the_first_start_forks_in_a_row(sup: Fleet, yields: list[int]) -> None:
-    for slot_id in (0, 1, 2):
-        sup.start(sup.add_slot(slot_id), batch=True)
+    sup.start_all([])  # the config's three slots, forked here
     assert yields == []
-    assert all(slot.proc is not None for slot in sup.slots.values())
+    assert sorted(sup.slots) == [0, 1, 2]
+    assert all(slot.proc is not None and slot.proc.generation == 0
+               for slot in sup.slots.values())
 
 
 def test_a_replacement_is_given_the_cpu_after_its_fork(sup: Fleet, yields: list[int]
                                                        ) -> None:
-    slot = sup.add_slot(0)
-    sup.start(slot, batch=True)
+    sup.start_all([])
+    slot = sup.slots[0]
     first = slot.proc
     assert first is not None
     _reap(first)

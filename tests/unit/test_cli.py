@@ -11,8 +11,10 @@ from typing import Any
 
 import pytest
 
-from swarmd.cli import open_control, parser, warn
+from swarmd.cli import parser
 from swarmd.control import server
+from swarmd.stdio import warn
+from swarmd.supervisor.launch import open_control
 
 
 def test_run_and_check_take_a_config() -> None:
@@ -81,7 +83,7 @@ def test_an_invalid_config_exits_78_with_stderr_closed(tmp_path: Path) -> None:
 
 
 def test_missing_standard_fds_are_held_by_dev_null() -> None:
-    code = ("import os, sys; from swarmd.cli import ensure_std_fds; ensure_std_fds(); "
+    code = ("import os, sys; from swarmd.stdio import ensure_std_fds; ensure_std_fds(); "
             "new = os.open('/dev/null', 0); "
             "print(os.readlink('/proc/self/fd/2'), sys.stderr is not None, new > 2)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

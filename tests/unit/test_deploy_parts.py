@@ -9,8 +9,9 @@ import sys
 
 import pytest
 
+from swarmd.candidate.channel import Channel
 from swarmd.candidate.load import describe_failure
-from swarmd.candidate.wire import Channel, ChannelClosed, Kind, read_messages
+from swarmd.candidate.wire import ChannelClosed, Kind, read_messages
 from swarmd.config import from_data, parse, to_data
 from swarmd.node.process import NodeProcess, State, StopReason
 from swarmd.node.spawn import NodeLimits
@@ -58,7 +59,8 @@ def test_messages_split_anywhere_are_put_back_together(pair) -> None:
 
 
 @pytest.mark.parametrize("garbage", [b"not json\n", b'{"t": "nonsense"}\n', b"[1, 2]\n",
-                                     b'{"t": "spawn", "slot": 1}\n'])
+                                     b'{"t": "spawn", "slot": 1, "fds": 3}\n',
+                                     b'{"t": "spawned", "fds": 99}\n'])
 def test_garbage_or_a_spawn_without_pipes_closes_the_channel(pair, garbage: bytes) -> None:
     supervisor, loader = pair
     loader.sock.sendall(garbage)
