@@ -52,9 +52,10 @@ class TrialResult:
 
     @property
     def loader_forks(self) -> bool:
-        """Whether the loader should fork the fleet (see FLEET_WAIT_PER_NODE)."""
+        """Whether the loader should fork the fleet (see FLEET_WAIT_PER_NODE): only with
+        preload (without, each node imports the app itself: nothing of an import is shared)."""
         config = self.config
-        return (config is not None and config.command is None
+        return (config is not None and config.command is None and config.preload
                 and self.import_seconds > config.nodes * FLEET_WAIT_PER_NODE)
 
 
