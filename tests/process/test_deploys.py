@@ -402,7 +402,9 @@ def test_a_slow_import_is_not_paid_twice_on_the_way_to_ready(swarm, tmp_path, sl
     else:
         assert set(importers.values()) == {s.pid}
     os.kill(nodes[1]["pid"], signal.SIGKILL)
-    restarted_by = s.pid if preload else None
-    wait_for(lambda: (i := _importers(app, s).get(1)) not in (-1, importers[1])
-             and (restarted_by is None or i == restarted_by), 10,
-             "node 1 restarted by the supervisor")
+
+    def restarted() -> bool:
+        pid = s.nodes()[1]["pid"]
+        importer = _importers(app, s).get(1)
+        return pid not in (None, nodes[1]["pid"]) and importer == (s.pid if preload else pid)
+    wait_for(restarted, 10, "node 1 restarted by the supervisor")
