@@ -10,24 +10,36 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from swarmd.metrics.address import Address, parse_address
-from swarmd.metrics.store import Caps
-
 if TYPE_CHECKING:  # a runtime import would be circular: swarmd.config imports this module
     from swarmd.config.checker import Checker
+    from swarmd.metrics.address import Address
+    from swarmd.metrics.store import Caps
 
 KEYS = ("listen", "textfile", "max_series_per_node", "max_series")
 MAX_SERIES_LIMIT = 10_000_000
+SERIES_PER_NODE = 2000  # the store's default caps (swarmd.metrics.store.Caps)
+SERIES = 50_000
 
 
 class MetricsConfig(NamedTuple):
-    listen: Address | None = None  # None: no endpoint (the default)
+    """The section, as checked: the address as written (valid), parsed where it is used,
+    so that the supervisor's config needs no metrics module at start."""
+
+    listen: str | None = None  # None: no endpoint (the default)
     textfile: str | None = None  # None: no textfile
-    max_series_per_node: int = Caps().series_per_node
-    max_series: int = Caps().series
+    max_series_per_node: int = SERIES_PER_NODE
+    max_series: int = SERIES
+
+    @property
+    def address(self) -> Address | None:
+        from swarmd.metrics.address import parse_address
+
+        return parse_address(self.listen) if self.listen is not None else None
 
     @property
     def caps(self) -> Caps:
+        from swarmd.metrics.store import Caps
+
         return Caps(series_per_node=self.max_series_per_node, series=self.max_series)
 
     @property
@@ -42,8 +54,10 @@ def check_metrics(data: Any, c: Checker) -> MetricsConfig:
     defaults = MetricsConfig()
     listen = None
     if section.get("listen") is not None:
+        from swarmd.metrics.address import parse_address
+
         try:
-            listen = parse_address(section["listen"])
+            listen = str(parse_address(section["listen"]))
         except ValueError as exc:
             c.problem("metrics.listen", str(exc))
     textfile = None

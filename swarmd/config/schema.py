@@ -13,6 +13,8 @@ from typing import Any, NamedTuple
 
 from swarmd.config.checker import ConfigError as ConfigError  # re-exported
 from swarmd.config.health import HealthCode, HealthTable
+from swarmd.config.limits import Limits
+from swarmd.config.metrics import MetricsConfig
 from swarmd.config.output import OutputLimit
 
 DEFAULT_PATH = "/etc/swarmd.yaml"
@@ -46,6 +48,8 @@ class Config(NamedTuple):
     reload: str = "rolling"
     health: HealthTable = HealthTable()
     output: OutputLimit = OutputLimit()
+    limits: Limits = Limits()
+    metrics: MetricsConfig = MetricsConfig()
     path: str | None = None
 
     @property
@@ -64,7 +68,8 @@ def to_data(config: Config) -> dict[str, Any]:
         "health": {str(code): {"name": info.name, "priority": info.priority,
                                "action": info.action}
                    for code, info in config.health.codes.items()},
-        "output": config.output._asdict(), "path": config.path,
+        "output": config.output._asdict(), "limits": config.limits._asdict(),
+        "metrics": config.metrics._asdict(), "path": config.path,
     }
 
 
@@ -80,5 +85,6 @@ def from_data(data: Mapping[str, Any]) -> Config:
         health=HealthTable({int(code): HealthCode(int(code), info["name"], info["priority"],
                                                   info["action"])
                             for code, info in data["health"].items()}),
-        output=OutputLimit(**data["output"]), path=data.get("path"),
+        output=OutputLimit(**data["output"]), limits=Limits(**data.get("limits", {})),
+        metrics=MetricsConfig(**data.get("metrics", {})), path=data.get("path"),
     )

@@ -20,6 +20,8 @@ from swarmd.config.document import MAX_BYTES, compose, read_file
 from swarmd.config.durations import format_duration
 from swarmd.config.durations import parse_duration as parse_duration  # re-exported
 from swarmd.config.health import ACTIONS, PRIORITIES, HealthCode, HealthTable
+from swarmd.config.limits import check_limits
+from swarmd.config.metrics import check_metrics
 from swarmd.config.output import parse_output
 from swarmd.config.schema import DEFAULT_PATH as DEFAULT_PATH  # re-exported
 from swarmd.config.schema import RESERVED_ENV, Config, RestartPolicy, Timeouts
@@ -99,7 +101,7 @@ def _yaml_problem(exc: yaml.YAMLError, text: str, path: str) -> str:
 
 
 _TOP_KEYS = ("nodes", "app", "command", "preload", "node_id_offset", "env", "timeouts",
-             "restart", "reload", "health", "output")
+             "restart", "reload", "health", "output", "limits", "metrics")
 
 
 def _build(data: Mapping[str, Any], c: Checker, path: str) -> Config:
@@ -163,7 +165,8 @@ def _build(data: Mapping[str, Any], c: Checker, path: str) -> Config:
     output = parse_output(data.get("output"), c)
     return Config(nodes=nodes, app=app, command=command, preload=preload, node_id_offset=offset,
                   env=env, timeouts=timeouts, restart=restart, reload=reload_mode,
-                  health=health, output=output, path=path)
+                  health=health, output=output, limits=check_limits(data.get("limits"), c),
+                  metrics=check_metrics(data.get("metrics"), c), path=path)
 
 
 def _command(data: Mapping[str, Any], c: Checker) -> tuple[str, ...] | None:

@@ -50,7 +50,8 @@ def test_off_by_default(text: str) -> None:
 def test_listen_addresses(listen: str, address: Address) -> None:
     config, problems = check(f"metrics:\n  listen: {listen}\n")
     assert problems == []
-    assert config.listen == address and config.enabled
+    assert config.address == address and config.enabled
+    assert config.listen == str(address)  # kept as text, for the supervisor to parse
     assert str(address) == listen.strip("'").replace("localhost", "127.0.0.1")
 
 
