@@ -482,9 +482,13 @@ def test_the_client_turns_a_reset_connection_into_a_control_error(tmp_path: Path
     directory, thread = one_shot_server(tmp_path, unread_then_close)
     with pytest.raises(ControlError) as caught:
         request(directory, {"command": "status", "pad": "x" * 100_000}, timeout=10)
-    assert str(caught.value) == ("swarmd closed the connection before answering (Connection "
-                                 "reset by peer); it may be stopping or restarting: check "
-                                 "systemctl status swarmd")
+    # whether the reset comes before or after the partial answer is read is the kernel's race:
+    # either way one clear line, never a traceback
+    assert str(caught.value) in (
+        "swarmd closed the connection before answering (Connection reset by peer); it may be "
+        "stopping or restarting: check systemctl status swarmd",
+        "swarmd closed the connection in the middle of its answer (11 bytes)"), \
+        str(caught.value)
     thread.join(10)
 
 
