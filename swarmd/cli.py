@@ -47,7 +47,7 @@ def cmd_candidate(args: argparse.Namespace) -> int:
     from swarmd.node.spawn import NodeLimits
 
     return serve(args.fd, args.supervisor_pid, args.config, args.journal,
-                 NodeLimits.from_arg(args.limits))
+                 NodeLimits.from_arg(args.limits), args.cgroups)
 
 def _ask(args: argparse.Namespace, payload: dict[str, object], timeout: float | None
          ) -> dict[str, object] | None:
@@ -134,6 +134,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--supervisor-pid", type=int, required=True)
     p.add_argument("--limits", default="-,-")
     p.add_argument("--journal", action="store_true")
+    p.add_argument("--cgroups")
     p.add_argument("-c", "--config", required=True)
     p.set_defaults(func=cmd_candidate)
     return top

@@ -21,7 +21,7 @@ from swarmd.node.spawn import NodeLimits, Recipe, spawn_through_intermediate
 
 
 def main(fd: int, supervisor_pid: int, config_path: str, journal: bool,
-         limits: NodeLimits) -> int:
+         limits: NodeLimits, cgroups: str | None = None) -> int:
     child.prctl_pdeathsig(signal.SIGKILL)
     if os.getppid() != supervisor_pid:
         return 1  # the supervisor is already gone
@@ -39,7 +39,8 @@ def main(fd: int, supervisor_pid: int, config_path: str, journal: bool,
             return 0
         recipe = Recipe(app=loaded.app, command=loaded.config.command,
                         env=dict(loaded.config.env), journal=journal, limits=limits,
-                        supervisor_pid=supervisor_pid, output=loaded.config.output)
+                        supervisor_pid=supervisor_pid, output=loaded.config.output,
+                        cgroups=cgroups, app_name=loaded.config.app)
         serve(channel, recipe)
     except ChannelClosed:
         pass  # the supervisor is done with this version

@@ -102,7 +102,8 @@ def _fork_the_fleet(channel: Channel, config: Config,
     # whether nodes write to the journal: the supervisor's stderr says, not ours (a pipe)
     recipe = Recipe(app=app, command=config.command, env=dict(config.env),
                     journal=bool(go.get("journal")), limits=node_limits(),
-                    supervisor_pid=os.getppid(), output=config.output)
+                    supervisor_pid=os.getppid(), output=config.output,
+                    cgroups=go.get("cgroups") or None, app_name=config.app)  # type: ignore[arg-type]
 
     def announce(result: Forked | OSError, node_id: int) -> None:
         if isinstance(result, Forked):
@@ -219,15 +220,16 @@ class Trial:
                 elif kind == Kind.FAILED.value:
                     return TrialResult(None, [str(p) for p in message.get("problems", [])])
 
-    def go(self, journal: bool) -> None:
+    def go(self, journal: bool, cgroups: str | None) -> None:
         """Tell the loader to fork the fleet (the caller is a child subreaper now), whose
-        nodes log to the journal (`journal`) or to their stderr."""
+        nodes log to the journal (`journal`) or to their stderr, and move into their cgroups
+        under `cgroups` (None: there are none)."""
         from swarmd.candidate.wire import ChannelClosed, Kind
 
         assert self._channel is not None
         try:
             self.sock.setblocking(True)
-            self._channel.send(Kind.GO, journal=journal)
+            self._channel.send(Kind.GO, journal=journal, cgroups=cgroups)
             self.sock.setblocking(False)
         except ChannelClosed:
             pass  # gone: collect() finds no node, the supervisor forks them all

@@ -67,6 +67,8 @@ class ChildSpec(NamedTuple):
     # on this pipe (EOF when it is gone), instead of taking CPU from it
     gate_fd: int | None = None
     node: Node | None = None  # what the app gets, built before the fork (app nodes)
+    cgroup_dir: str | None = None  # the node's own cgroup (node-N), where there are cgroups
+    title: str | None = None  # what `ps` shows for it (app nodes)
 
 
 try:  # looked up once, in the supervisor: a node neither dlopens libc nor builds the
@@ -260,6 +262,8 @@ HEALTH_FD_FOR_COMMANDS = 3  # low and fixed: `echo 0 >&3` works in every shell
 
 def _exec(spec: ChildSpec) -> int:
     _prefer_as_oom_victim(spec)  # a program runs no code of ours after the exec
+    if spec.cgroup_dir is not None:  # nor could it move itself: it goes in first
+        enter_cgroup(spec.cgroup_dir)
     fd = HEALTH_FD_FOR_COMMANDS
     if spec.health_fd != fd:
         os.dup2(spec.health_fd, fd, inheritable=True)
@@ -306,6 +310,44 @@ def _dump_stacks(log: logging.Logger) -> None:
     log.info("stacks of %d threads (SIGTTIN):\n%s", len(parts), "\n".join(parts))
 
 
+CGROUP_WAIT = 2.0  # seconds a node waits for its cgroup's last occupant to be gone
+
+
+def enter_cgroup(directory: str) -> bool:
+    """Move this process into its node's cgroup, once the supervisor has emptied it of what
+    the slot's last node left (it kills those right after it forked this one). The kernel
+    makes a lone move wait for an RCU grace period (~8 ms on a host without the cgroup2
+    mount option favordynmods), so an app node moves from its parent-check thread, after
+    its first report: never on the way from a death to its replacement's report."""
+    try:
+        os.makedirs(directory, exist_ok=True)  # the first node of a slot makes its group
+        deadline = time.monotonic() + CGROUP_WAIT
+        while time.monotonic() < deadline:
+            with open(os.path.join(directory, "cgroup.events"), "rb") as events:
+                if b"populated 0" in events.read():
+                    break
+            threading.Event().wait(0.01)
+        fd = os.open(os.path.join(directory, "cgroup.procs"), os.O_WRONLY)
+        try:
+            os.write(fd, b"0")
+        finally:
+            os.close(fd)
+        return True
+    except OSError:
+        return False  # the node runs on where it is: only its accounting is lost
+
+
+def _settle_and_watch(node: Node, spec: ChildSpec) -> None:
+    """The parent-check thread's first work, off the app's way: the title and the cgroup."""
+    if spec.title is not None:
+        from swarmd.node.titles import set_title
+
+        set_title(spec.title)
+    if spec.cgroup_dir is not None:
+        enter_cgroup(spec.cgroup_dir)
+    _watch_parent(node, spec)
+
+
 def _watch_parent(node: Node, spec: ChildSpec) -> None:
     """The parent check behind PR_SET_PDEATHSIG: an orphan stops, then exits within a second.
 
@@ -350,7 +392,7 @@ def _run_app(spec: ChildSpec) -> int:
                 if os.getppid() != spec.supervisor_pid:
                     node.stopping.set()  # it died before the switch: the check ends us
             _prefer_as_oom_victim(spec)
-            threading.Thread(target=_watch_parent, args=(node, spec),
+            threading.Thread(target=_settle_and_watch, args=(node, spec),
                              name="swarmd-parent-check", daemon=True).start()
 
     def on_term(*_: object) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 import os
 import signal
+from collections.abc import Callable
 from typing import NamedTuple
 
 from swarmd.loop.timers import Timer
@@ -38,13 +39,14 @@ class StopReason(enum.Enum):
     REMOVED = "removed"  # its slot is gone from the config
     HUNG = "hung"  # no report within a timeout
     HEALTH = "health"  # it reported a code whose action is restart
+    RECYCLE = "recycle"  # above limits.memory, or past limits.lifetime
     SUPERVISOR_FAILED = "supervisor failed"
 
     @property
     def expected(self) -> bool:
         """An exit swarmd asked for as part of a plan, not a failure of the node."""
         return self in (StopReason.STOP, StopReason.DEPLOY, StopReason.ROLLBACK,
-                        StopReason.REMOVED)
+                        StopReason.REMOVED, StopReason.RECYCLE)
 
 
 class ExitStatus(NamedTuple):
@@ -235,12 +237,18 @@ class NodeProcess:
         if self.output_fds.pop(fd, None) is not None:
             os.close(fd)
 
-    def reap(self) -> ExitStatus | None:
+    def reap(self, before: Callable[[NodeProcess], None] | None = None) -> ExitStatus | None:
         """waitpid once the pidfd said the process ended; None if it has not, or if it is not
-        our child yet (a deploy's node whose intermediate has not exited)."""
+        our child yet (a deploy's node whose intermediate has not exited). `before` runs once
+        it is known to have ended but is not reaped yet (its zombie still holds its pid and
+        process group)."""
         if self.exit is not None:
             return self.exit
         try:
+            if os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+                return None
+            if before is not None:
+                before(self)
             pid, status = os.waitpid(self.pid, os.WNOHANG)
         except ChildProcessError:
             if _parent_of(self.pid) not in (None, os.getpid()):

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 
 from swarmd.api import Node
 from swarmd.config.output import OutputLimit
-from swarmd.node import child
+from swarmd.node import child, titles
 from swarmd.node.process import NodeProcess
 
 OOM_SCORE_BONUS = 300  # a node is a likelier OOM victim than its supervisor
@@ -186,7 +186,8 @@ class NodePipes(NamedTuple):
 
 class Recipe(NamedTuple):
     """What a version forks its nodes with: the app (imported, or its name) or the command,
-    the config's env and output limit, and the limits and log destination of the supervisor."""
+    the config's env and output limit, the limits and log destination of the supervisor, and
+    where each node's cgroup is (None: no cgroups)."""
 
     app: Callable[..., Any] | str | None
     command: tuple[str, ...] | None
@@ -195,6 +196,8 @@ class Recipe(NamedTuple):
     limits: NodeLimits
     supervisor_pid: int
     output: OutputLimit = OutputLimit()
+    cgroups: str | None = None  # the delegated cgroup holding node-N
+    app_name: str = ""  # for the titles
 
     def spec(self, node_id: int, generation: int, write_ends: tuple[int, int, int],
              close_fds: list[int], reparent_from: int | None = None) -> child.ChildSpec:
@@ -207,6 +210,9 @@ class Recipe(NamedTuple):
         health_w, out_w, err_w = write_ends
         node = None if self.command is not None else _node(node_id, generation, health_w,
                                                            self.supervisor_pid)
+        title = None
+        if self.command is None and titles.load():
+            title = titles.node_title(node_id, generation, self.app_name)
         return child.ChildSpec(
             node_id=node_id, generation=generation, supervisor_pid=self.supervisor_pid,
             health_fd=health_w, stdout_fd=out_w, stderr_fd=err_w,
@@ -214,7 +220,8 @@ class Recipe(NamedTuple):
             log_handler=None if self.command is not None else node_log_handler(self.journal),
             output=self.output,
             nofile=self.limits.nofile, oom_score=self.limits.oom_score, app=self.app,
-            command=self.command, reparent_from=reparent_from, gate_fd=gate_fd, node=node)
+            command=self.command, reparent_from=reparent_from, gate_fd=gate_fd, node=node,
+            cgroup_dir=f"{self.cgroups}/node-{node_id}" if self.cgroups else None, title=title)
 
 
 def _flush_stdio() -> None:

@@ -31,16 +31,19 @@ def node_title(node_id: int, generation: int, app: Any) -> str:
 
 
 def load() -> bool:
-    """Import setproctitle (in the supervisor, once, before any fork, so no node imports it).
+    """Import and set up setproctitle in a process that forks nodes, once, before its first
+    fork: no node imports it, and its setup finds argv by walking back from environ[0], which
+    a node's `env` may have replaced by then (the title is then silently not shown).
     Returns whether titles can be set."""
     global _set, _loaded
     if not _loaded:
         _loaded = True
         try:
-            from setproctitle import setproctitle
+            from setproctitle import getproctitle, setproctitle
         except ImportError:
             _set = None
         else:
+            getproctitle()  # its one-time setup, here and not in a node
             _set = setproctitle
     return _set is not None
 

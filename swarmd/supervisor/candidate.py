@@ -68,7 +68,7 @@ class Candidate:
 
     @classmethod
     def start(cls, entry: list[str], config_path: str, *, journal: bool, limits: NodeLimits,
-              now: float) -> Candidate:
+              now: float, cgroups: str | None = None) -> Candidate:
         """posix_spawn (no copy of the supervisor's memory) of the swarmd entry point, with
         one end of a socket pair as fd 3 and no other fd of ours (all are close-on-exec)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -76,6 +76,8 @@ class Candidate:
                 str(os.getpid()), "--limits", limits.to_arg(), "-c", config_path]
         if journal:
             argv.append("--journal")
+        if cgroups:
+            argv += ["--cgroups", cgroups]
         try:
             pid = os.posix_spawn(sys.executable, argv, os.environ,
                                  file_actions=[(os.POSIX_SPAWN_DUP2, theirs.fileno(),

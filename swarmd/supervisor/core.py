@@ -21,13 +21,17 @@ from swarmd.config import Config, to_data
 from swarmd.control import ControlServer, Reply
 from swarmd.loop.poller import Poller
 from swarmd.loop.timers import Timer, Timers
+from swarmd.node import titles
 from swarmd.node.apps import PreloadError, load_app
 from swarmd.node.process import NodeProcess, StopReason
 from swarmd.node.spawn import Forked, NodeLimits, Recipe, become_subreaper, prepare_supervisor
 from swarmd.supervisor.fleet import Fleet
+from swarmd.supervisor.recycle import Recycle
+from swarmd.supervisor.resources import Resources, children
 from swarmd.supervisor.signals import STOP_SIGNALS, SignalQueue
 from swarmd.supervisor.slot import Slot
 from swarmd.supervisor.status import NodeRow, summary_text
+from swarmd.supervisor.upkeep import Upkeep
 from swarmd.systemd.events import JournalSink, Sink, default_sink
 from swarmd.systemd.notify import Notifier
 
@@ -52,7 +56,7 @@ class Supervisor:
     def __init__(self, config: Config, *, sink: Sink | None = None,
                  notifier: Notifier | None = None, limits: NodeLimits | None = None,
                  signals: SignalQueue | None = None, exec_argv: list[str] | None = None,
-                 entry: list[str] | None = None) -> None:
+                 entry: list[str] | None = None, resources: Resources | None = None) -> None:
         self.clock = time.monotonic
         self.timers = Timers()
         self.poller = Poller()
@@ -63,8 +67,12 @@ class Supervisor:
         self.signals = signals or SignalQueue()
         self.exec_argv = exec_argv or list(getattr(sys, "orig_argv", []))
         self._entry = entry
+        self.resources = Resources.discover() if resources is None else resources
         self.fleet = Fleet(config, self._recipe(config, None), sink=self.sink, owner=self,
-                           poller=self.poller, timers=self.timers, clock=self.clock)
+                           poller=self.poller, timers=self.timers, clock=self.clock,
+                           resources=self.resources)
+        self.upkeep = Upkeep(self.fleet, self.resources, timers=self.timers, clock=self.clock,
+                             emit=self.emit, busy=self._busy)
         self.deploy: Deploy | None = None
         self.pending_deploy: list[Waiter] | None = None  # a deploy asked for during one
         self.last_deploy: Outcome | None = None
@@ -84,7 +92,7 @@ class Supervisor:
     def _recipe(self, config: Config, app: Any) -> Recipe:
         return Recipe(app=app, command=config.command, env=dict(config.env),
                       journal=self.journal, limits=self.limits, supervisor_pid=os.getpid(),
-                      output=config.output)
+                      output=config.output, cgroups=self.resources.base, app_name=config.app)
 
     @property
     def config(self) -> Config:
@@ -119,6 +127,8 @@ class Supervisor:
         self.fleet.versions[self.fleet.current] = self.fleet.versions[
             self.fleet.current]._replace(recipe=recipe._replace(limits=self.limits))
         become_subreaper()  # a no-op when launch.start did it already
+        # before any fork, so that no node imports setproctitle itself
+        titles.set_title(titles.supervisor_title(self.config.path or "(defaults)"))
 
     def _install_signals(self) -> None:
         if not self.signals.installed:
@@ -163,6 +173,8 @@ class Supervisor:
         self._install_signals()
         # a child that ended (the candidate) may have told the old code only: reap it now
         self.handle_chld()
+        if self.ready_sent:
+            self.upkeep.begin()
         try:
             outcome = self.last_deploy
             message = outcome.message if outcome else "reloaded"
@@ -221,8 +233,10 @@ class Supervisor:
                 self._turn()
             if self.fleet.dirty:
                 self._send_status()
+            left = self._kill_leftovers()
             self.emit("swarmd.stopped", f"stopped ({self.stop_reason}), exit status "
-                      f"{self.exit_code}")
+                      f"{self.exit_code}" + (f"; {left} process(es) the nodes left behind "
+                                             "were killed" if left else ""))
         except Exception as exc:
             self.exit_code = 1
             self.emit("swarmd.stopped", f"supervisor failed: {type(exc).__name__}: {exc}; "
@@ -230,6 +244,22 @@ class Supervisor:
             self._emergency_stop()
             raise
         return self.exit_code
+
+    def _kill_leftovers(self) -> int:
+        """Every node is gone: what is still a child of ours is something a node left (a
+        daemon it double-forked, orphaned to us), which no stop may leave running. Under a
+        delegated cgroup each went with its node's group already; this is the fallback."""
+        count = 0
+        for pid in children():
+            try:
+                if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                    continue  # a zombie: reaped, nothing ran
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                count += 1
+            except (ProcessLookupError, ChildProcessError):
+                pass
+        return count
 
     def _turn(self) -> None:
         deadline = self.timers.next_deadline()
@@ -259,6 +289,7 @@ class Supervisor:
         self.timers.run_due(self.clock())
 
     def _close(self) -> None:
+        self.upkeep.close()
         if self.control is not None:
             self.control.close()
         self.signals.uninstall()
@@ -284,7 +315,8 @@ class Supervisor:
             reply({"ok": True, "pid": os.getpid(), "version": __version__,
                    "status": self.status_text(), "mode": self.mode(),
                    "restarts": self.fleet.restarts, "config": self.config.path,
-                   "cgroups": False, "deploy": deploy.to_dict() if deploy else None,
+                   "cgroups": self.resources.enabled,
+                   "deploy": deploy.to_dict() if deploy else None,
                    "nodes": [row.to_dict(now) for row in self.rows()]})
         elif command == "reload":
             self.request_deploy(reply)
@@ -341,12 +373,20 @@ class Supervisor:
         known.update(candidate.pid for candidate in self._ended.values())
         if self.deploy is not None and self.deploy.candidate is not None:
             known.add(self.deploy.candidate.pid)
-        for pid in _children():
-            if pid not in known:
-                try:
-                    os.waitpid(pid, os.WNOHANG)
-                except ChildProcessError:
+        live = {slot.id: slot.proc.generation for slot in self.fleet.slots.values()
+                if slot.proc is not None}
+        for pid in children():
+            if pid in known:
+                continue
+            if self.resources.stray_of_a_gone_node(pid, live):
+                try:  # it outlived its node (double-forked away before the node's clean-up)
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
                     pass
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
 
     # ---- decisions -------------------------------------------------------------------------
 
@@ -356,6 +396,7 @@ class Supervisor:
         if self.stopping:
             return
         self.stop_reason = reason
+        self.upkeep.take_over()
         self.notifier.stopping()
         self.emit("swarmd.stopping", f"stopping: {reason}; TERM to {len(self.fleet.live())} "
                                      f"node(s)")
@@ -372,6 +413,7 @@ class Supervisor:
         if self.deploy is not None:
             self.deploy.abort("quieted during the deploy")
         self._answer_pending(False, "quieted: the deploy asked for meanwhile will not run")
+        self.upkeep.take_over()
         self.fleet.quiet_all()
         self.emit("swarmd.quiet", f"quiet: TSTP to {len(self.fleet.live())} node(s); nothing "
                                   f"is restarted until a reload or stop")
@@ -402,9 +444,10 @@ class Supervisor:
         from swarmd.supervisor.deploy import Deploy
 
         self.emit("swarmd.reloading", f"reloading {self.config.path}: loading the new version")
+        self.upkeep.take_over()
         self.deploy = Deploy(self.fleet, self, config_path=self.config.path,
                              entry=self._entry or entry_argv(), journal=self.journal,
-                             limits=self.limits)
+                             limits=self.limits, cgroups=self.resources.base)
         self._deploy_waiters: list[Waiter] = [waiter]
         self.deploy.start()
         self._extend_timeout()
@@ -450,6 +493,7 @@ class Supervisor:
                        kind=None if outcome.result is Result.ROLLED_BACK else
                        ("swarmd.reloaded" if ok else "swarmd.reload_failed"))
         self._run_pending_deploy()
+        self.upkeep.advance()
 
     def _reloaded(self, ok: bool, message: str, waiters: list[Waiter],
                   kind: str | None = "") -> None:
@@ -564,6 +608,15 @@ class Supervisor:
         if self.deploy is not None:
             self.deploy.first_report(slot, proc)
         self.check_ready()
+        self.upkeep.first_report(slot)
+
+    def recycle_due(self, slot: Slot, recycle: Recycle) -> None:
+        self.upkeep.due(slot.id, recycle)
+
+    def _busy(self) -> bool:
+        """A deploy, a quiet or a stop runs the fleet: no recycle starts meanwhile."""
+        return (self.stopping or self.deploy is not None or self.fleet.quiet
+                or not self.ready_sent)
 
     def take_over_exit(self, slot: Slot, proc: NodeProcess) -> bool:
         return self.deploy is not None and self.deploy.take_over_exit(slot, proc)
@@ -598,6 +651,7 @@ class Supervisor:
         self.notifier.ready(text)
         self.emit("swarmd.ready", f"ready: {why}; {text}")
         self._run_pending_deploy()  # a HUP that came during the start
+        self.upkeep.begin()
 
     def _watchdog(self, when: float) -> None:
         """WATCHDOG=1 from the loop itself, every WATCHDOG_USEC/2, also during stop."""
@@ -643,7 +697,13 @@ class Supervisor:
         for slot in sorted(self.fleet.slots.values(), key=lambda s: s.id):
             health = (self.fleet.config_of(slot.proc).health if slot.proc is not None
                       else self.config.health)
-            rows.append(slot.row(health, now, wall))
+            row = slot.row(health, now, wall)
+            if slot.proc is not None:
+                figures = self.resources.figures(slot.id)
+                source = figures.memory_source
+                row = row._replace(cpu=figures.cpu, memory=figures.memory,
+                                   memory_source=source.value if source else None)
+            rows.append(row)
         return rows
 
     def emit(self, kind: str, message: str, *, priority: int | None = None,
@@ -669,20 +729,4 @@ class Supervisor:
                         pass
                     break
                 time.sleep(0.05)  # the poller may be what failed: plain polling here
-
-
-def _children() -> list[int]:
-    """This process's children, zombies included."""
-    found: list[int] = []
-    try:
-        tasks = os.listdir("/proc/self/task")
-    except OSError:
-        return found
-    for task in tasks:
-        try:
-            with open(f"/proc/self/task/{task}/children") as handle:
-                found.extend(int(pid) for pid in handle.read().split())
-        except OSError:
-            pass
-    return found
 

@@ -98,13 +98,14 @@ class Deploy:
     """One deploy of the config at `config_path` into `fleet`."""
 
     def __init__(self, fleet: Fleet, owner: DeployOwner, *, config_path: str, entry: list[str],
-                 journal: bool, limits: NodeLimits) -> None:
+                 journal: bool, limits: NodeLimits, cgroups: str | None = None) -> None:
         self.fleet = fleet
         self.owner = owner
         self.config_path = config_path
         self.entry = entry
         self.journal = journal
         self.limits = limits
+        self.cgroups = cgroups
         self.phase = Phase.LOADING
         self.step_in_hand = Step.NONE
         self.started = time.time()
@@ -150,7 +151,7 @@ class Deploy:
         now = self.fleet.clock()
         try:
             candidate = Candidate.start(self.entry, self.config_path, journal=self.journal,
-                                        limits=self.limits, now=now)
+                                        limits=self.limits, now=now, cgroups=self.cgroups)
         except OSError as exc:
             self._finish(Result.REJECTED, [f"swarmd: cannot start the candidate process: "
                                            f"{exc.strerror or exc}"])

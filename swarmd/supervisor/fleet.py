@@ -25,6 +25,8 @@ from swarmd.node.process import DRAIN_LIMIT, HEALTHY_ONE, ExitStatus, NodeProces
 from swarmd.node.spawn import Forked, Recipe, adopt_forked, spawn, spawn_batch
 from swarmd.supervisor import entries
 from swarmd.supervisor.backoff import Backoff
+from swarmd.supervisor.recycle import Recycle, RecycleReason, exit_is_recycle, lifetime_of
+from swarmd.supervisor.resources import Resources
 from swarmd.supervisor.slot import DownReason, Slot
 from swarmd.supervisor.status import counts_as_healthy
 from swarmd.systemd.events import Event, Sink
@@ -59,6 +61,9 @@ class FleetOwner(Protocol):
     def gave_up(self, slot: Slot) -> None:
         """A slot failed restart.give_up_after times in a row."""
 
+    def recycle_due(self, slot: Slot, recycle: Recycle) -> None:
+        """A node is due for a recycle (its lifetime is over); the owner rolls them."""
+
 
 class Version(NamedTuple):
     """A config and, where this process can fork it, the recipe of its nodes."""
@@ -71,8 +76,10 @@ class Fleet:
     """Slots, their processes, and what happens to a process until it is reaped."""
 
     def __init__(self, config: Config, recipe: Recipe | None, *, sink: Sink, owner: FleetOwner,
-                 poller: Poller, timers: Timers, clock: Callable[[], float]) -> None:
+                 poller: Poller, timers: Timers, clock: Callable[[], float],
+                 resources: Resources | None = None) -> None:
         self.versions: dict[int, Version] = {0: Version(config, recipe)}
+        self.resources = resources or Resources.none()
         self.current = 0
         self.sink = sink
         self.owner = owner
@@ -132,6 +139,7 @@ class Fleet:
         slot.cancel_restart()
         self.slots.pop(slot.id, None)
         self.limiter.forget(slot.id)
+        self.resources.forget(slot.id)
         self.mark_dirty()
 
     def healthy_count(self) -> int:
@@ -208,7 +216,13 @@ class Fleet:
         self.poller.register(proc.health_fd, partial(self._on_health, proc))
         for fd, priority in proc.output_fds.items():
             self.poller.register(fd, partial(self._on_output, proc, fd, priority))
-        self._arm_liveness(proc, now + self.config_of(proc).timeouts.boot)
+        config = self.config_of(proc)
+        self._arm_liveness(proc, now + config.timeouts.boot)
+        self.resources.started(proc)
+        if config.limits.lifetime is not None:
+            lifetime = lifetime_of(slot.id, proc.generation, config.limits.lifetime)
+            proc.track(self.timers.call_at(proc.started_at + lifetime,
+                                           partial(self._lifetime_over, slot, proc, lifetime)))
         self._transition(proc, State.BOOTING, Event(
             "node.started", f"node {slot.id} started (pid {proc.pid}, generation "
                             f"{proc.generation})", proc.ref))
@@ -271,6 +285,25 @@ class Fleet:
         proc.send(signal.SIGTSTP)
         drain = self.config_of(proc).timeouts.drain
         proc.track(self.timers.call_at(now + drain, partial(self._drained, proc)))
+
+    def _lifetime_over(self, slot: Slot, proc: NodeProcess, lifetime: float) -> None:
+        if slot.proc is proc and proc.alive and proc.stop_reason is None:
+            limits = self.config_of(proc).limits
+            assert limits.lifetime is not None
+            self.owner.recycle_due(slot, Recycle(
+                RecycleReason.LIFETIME, f"ran {format_duration(self.clock() - proc.started_at)}"
+                f", lifetime {format_duration(lifetime)} (limits.lifetime "
+                f"{format_duration(limits.lifetime)})"))
+
+    def recycle(self, slot: Slot, recycle: Recycle) -> bool:
+        """Replace the slot's node on purpose: TSTP, TERM after it exits or timeouts.drain, a
+        new node at once (see _exited); never a failure. False when there is nothing to do."""
+        proc = slot.proc
+        if proc is None or not proc.alive or proc.stop_reason is not None:
+            return False
+        self.emit_entry(entries.node_recycled(proc, recycle))
+        self.drain(proc, StopReason.RECYCLE)
+        return True
 
     def _drained(self, proc: NodeProcess) -> None:
         self.terminate(proc, proc.stop_reason or StopReason.DEPLOY, self.clock())
@@ -473,13 +506,13 @@ class Fleet:
         files just before it makes it a zombie, so the pipes' hang-up usually wakes the loop
         first; by the time the loop runs, waitpid mostly finds the zombie already.)"""
         slot = self.slots.get(proc.id)
-        if slot is None or slot.proc is not proc or proc.reap() is None:
+        if slot is None or slot.proc is not proc or proc.reap(self.resources.before_reap) is None:
             return False
         self._on_exit(slot, proc)
         return True
 
     def _on_exit(self, slot: Slot, proc: NodeProcess) -> None:
-        status = proc.reap()
+        status = proc.reap(self.resources.before_reap)
         if status is None:
             if proc.pidfd is not None:
                 # its pidfd says it ended, but it is not our child yet: a deploy's node that
@@ -516,7 +549,11 @@ class Fleet:
         a replacement's fork; the entries are made after it (_later)."""
         self._last_protocol_event.pop(proc.pid, None)
         self._transition(proc, State.EXITED)  # its entry is made after the fork (_later)
-        self._later(entries.node_exited, proc, status, self.quiet)
+        recycle = (None if proc.stop_reason is not None else
+                   exit_is_recycle(status.code, self.clock() - proc.started_at,
+                                   self.config_of(proc).restart.reset_after, False))
+        self._later(entries.node_exited, proc, status, self.quiet,
+                    self.resources.oom_killed(proc), recycle)
         self.mark_dirty()
         if self.stopping:
             return
@@ -529,6 +566,11 @@ class Fleet:
             return
         if proc.stop_reason is StopReason.REMOVED:
             self.drop_slot(slot)
+            return
+        if recycle is not None or proc.stop_reason is StopReason.RECYCLE:
+            if recycle is not None:  # done with its work: a new node, not a failure
+                self._later(entries.node_recycled, proc, recycle)
+            self.start(slot)
             return
         self._schedule_restart(slot, proc)
 
@@ -555,6 +597,9 @@ class Fleet:
         if proc.pidfd is not None:
             self.poller.unregister(proc.pidfd)
             proc.close_pidfd()
+        # what it left (in its cgroup, or double-forked away), after the replacement's fork
+        # and before its first report: nothing outlives its node
+        self.resources.clean_up(proc, {p.pid for p in self.live()})
 
     def _schedule_restart(self, slot: Slot, proc: NodeProcess | None) -> None:
         now = self.clock()
@@ -595,6 +640,9 @@ class Fleet:
         """Make an entry from the facts and write it: now, or both once a replacement is
         forked, so that not even the entry's text is worked out before the fork."""
         self._hold(lambda: self.sink.emit(entry(*facts)))
+
+    def emit_entry(self, entry: Event) -> None:
+        self._hold(self.sink.emit, entry)
 
     def emit(self, kind: str, message: str, proc: NodeProcess | None = None, *,
              priority: int | None = None, fields: dict[str, str | int] | None = None) -> None:

@@ -49,7 +49,7 @@ def start(path: str, trial: Trial) -> int:
         return 0 if result.stopped else EXIT_CONFIG
     supervisor = Supervisor(cfg, signals=signals)
     if result.loader_forks:  # it forks the fleet while we import the app for our later forks
-        trial.go(journal=supervisor.journal)
+        trial.go(journal=supervisor.journal, cgroups=supervisor.resources.base)
     else:
         trial.end()  # quicker to import the app here and fork in a row
     try:

@@ -68,3 +68,36 @@ def exit_is_recycle(exit_code: int | None, ran_for: float, reset_after: float,
     return Recycle(RecycleReason.CLEAN_EXIT, f"exited 0 by itself after "
                                              f"{format_duration(ran_for)} (restart.reset_after "
                                              f"{format_duration(reset_after)})")
+
+
+class RecycleQueue:
+    """Recycles roll: one slot at a time, the next after the new node's first report, so the
+    fleet is never more than one node short for them; none while a deploy, a quiet or a stop
+    runs (they take over every slot). A slot due twice is queued once."""
+
+    def __init__(self) -> None:
+        self.waiting: dict[int, Recycle] = {}  # slot -> why, in the order they came
+        self.current: int | None = None  # the slot being recycled
+
+    def due(self, slot_id: int, recycle: Recycle) -> None:
+        if slot_id != self.current:
+            self.waiting.setdefault(slot_id, recycle)
+
+    def next(self) -> tuple[int, Recycle] | None:
+        """The next slot to recycle now, if none is under way."""
+        if self.current is not None or not self.waiting:
+            return None
+        slot_id = next(iter(self.waiting))
+        self.current = slot_id
+        return slot_id, self.waiting.pop(slot_id)
+
+    def done(self, slot_id: int) -> bool:
+        """The slot's new node reported (or the slot is gone): True when it was the one."""
+        if slot_id != self.current:
+            return False
+        self.current = None
+        return True
+
+    def clear(self) -> None:
+        self.waiting.clear()
+        self.current = None

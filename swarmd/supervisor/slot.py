@@ -46,6 +46,8 @@ class Slot:
             return NodeRow(self.id, None, state, None, None, self.restarts, None,
                            max(self.generation, 0))
         code = proc.code
+        age = None if proc.last_report_at is None else round(now - proc.last_report_at, 3)
         return NodeRow(self.id, proc.pid, proc.state.value, code,
                        health[code].name if code is not None else None,
-                       self.restarts, wall - (now - proc.started_at), proc.generation)
+                       self.restarts, wall - (now - proc.started_at), proc.generation,
+                       report_age=age)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any, NamedTuple
 
+from swarmd.config.sizes import approx_size
+
 
 class NodeRow(NamedTuple):
     id: int
@@ -15,6 +17,10 @@ class NodeRow(NamedTuple):
     restarts: int
     started: float | None  # wall-clock time the current process started
     generation: int
+    cpu: float | None = None  # percent of one core, recent
+    memory: int | None = None  # bytes
+    memory_source: str | None = None  # memory.current, or pss
+    report_age: float | None = None  # seconds since its last health report
 
     @property
     def healthy(self) -> bool:
@@ -24,6 +30,8 @@ class NodeRow(NamedTuple):
         data = self._asdict()
         now = time.time() if now is None else now
         data["uptime"] = round(now - self.started, 3) if self.started is not None else None
+        if self.cpu is not None:
+            data["cpu"] = round(self.cpu, 2)
         return data
 
     @classmethod
@@ -59,16 +67,23 @@ def format_uptime(seconds: float | None) -> str:
     return f"{seconds // 86400}d{seconds // 3600 % 24:02d}h"
 
 
+def format_cpu(percent: float | None) -> str:
+    if percent is None:
+        return "-"
+    return f"{percent:.1f}%" if percent < 100 else f"{percent:.0f}%"
+
+
 def format_table(rows: list[NodeRow], now: float | None = None) -> str:
     """One row per node, aligned, for a terminal."""
     now = time.time() if now is None else now
-    header = ("ID", "PID", "STATE", "HEALTH", "RESTARTS", "GEN", "UPTIME")
+    header = ("ID", "PID", "STATE", "HEALTH", "RESTARTS", "GEN", "UPTIME", "CPU", "MEMORY")
     lines = [header]
     for row in rows:
         health = "-" if row.code is None else f"{row.code} {row.health}"
         uptime = None if row.started is None else now - row.started
         lines.append((str(row.id), str(row.pid or "-"), row.state, health, str(row.restarts),
-                      str(row.generation), format_uptime(uptime)))
+                      str(row.generation), format_uptime(uptime), format_cpu(row.cpu),
+                      "-" if row.memory is None else approx_size(row.memory)))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     return "\n".join(
         "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()

@@ -164,9 +164,13 @@ def fd_report(node: Node) -> int:
 
 
 def exit_code(node: Node) -> int:
-    """Returns TESTAPP_EXIT at once (targeted), after one report."""
+    """Returns TESTAPP_EXIT (targeted) after one report, or after reporting for
+    TESTAPP_LINGER seconds."""
     if _targeted(node):
         node.healthy()
+        until = time.monotonic() + float(os.environ.get("TESTAPP_LINGER", "0"))
+        while time.monotonic() < until and not node.stopping.wait(PERIOD):
+            node.healthy()
         sys.stdout.write("last words\n")
         return int(os.environ.get("TESTAPP_EXIT", "3"))
     return steady(node)
@@ -235,4 +239,51 @@ def log_flood(node: Node) -> int:
             count += 1
             if count % 1000 == 0:
                 node.healthy()
+    return steady(node)
+
+
+def leaver(node: Node) -> int:
+    """Starts what a node must not leave behind: a `sleep` helper (its child, in its process
+    group), a double-forked `sleep` daemon in its own session, and a double-forked Python
+    daemon that never execs; writes their pids to TESTAPP_DIR/pids-<node>-<gen>, then steady."""
+    import subprocess
+
+    helper = subprocess.Popen(["sleep", "1000"])
+    daemons = []
+    for execs in (True, False):
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(read_end)
+            if os.fork() == 0:
+                os.setsid()
+                os.write(write_end, f"{os.getpid()}\n".encode())
+                if execs:
+                    os.execvp("sleep", ["sleep", "1000"])
+                time.sleep(1000)  # ok-sleep: a daemon that outlives its node unless killed
+            os._exit(0)
+        os.close(write_end)
+        with os.fdopen(read_end) as pipe:
+            daemons.append(int(pipe.readline()))
+        os.waitpid(pid, 0)
+    path = os.path.join(os.environ["TESTAPP_DIR"], f"pids-{node.id}-{node.generation}")
+    with open(path + ".tmp", "w") as handle:
+        handle.write(" ".join(str(pid) for pid in [helper.pid, *daemons]))
+    os.rename(path + ".tmp", path)
+    return steady(node)
+
+
+def ballast(node: Node) -> int:
+    """Holds TESTAPP_MB megabytes of its own (written, so resident; targeted nodes only), then
+    steady; with TESTAPP_BURN=1 it also burns CPU between its reports."""
+    held = bytearray((int(os.environ.get("TESTAPP_MB", "50")) << 20) if _targeted(node) else 0)
+    for offset in range(0, len(held), 4096):
+        held[offset] = 1
+    if os.environ.get("TESTAPP_BURN") == "1" and _targeted(node):
+        while not node.stopping.is_set():
+            until = time.monotonic() + PERIOD
+            while time.monotonic() < until:
+                pass
+            node.healthy()
+        return 0
     return steady(node)

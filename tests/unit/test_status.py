@@ -77,16 +77,25 @@ def test_format_table_is_aligned_with_a_header() -> None:
         row(12, pid=99999, code=3, health="memory_limit", restarts=1, started=NOW - 7200,
             generation=1),
     ]
+    rows[0] = rows[0]._replace(cpu=12.345, memory=52_428_800, memory_source="pss")
+    rows[2] = rows[2]._replace(cpu=180.0, memory=1_288_490_189)
     assert format_table(rows, now=NOW).splitlines() == [
-        "ID  PID    STATE    HEALTH          RESTARTS  GEN  UPTIME",
-        "0   812    running  0 healthy       0         0    1m15s",
-        "1   -      exited   -               3         3    -",
-        "12  99999  running  3 memory_limit  1         1    2h00m",
+        "ID  PID    STATE    HEALTH          RESTARTS  GEN  UPTIME  CPU    MEMORY",
+        "0   812    running  0 healthy       0         0    1m15s   12.3%  50.0M",
+        "1   -      exited   -               3         3    -       -      -",
+        "12  99999  running  3 memory_limit  1         1    2h00m   180%   1.20G",
     ]
 
 
+def test_a_rows_figures_in_json_are_rounded_and_none_until_known() -> None:
+    data = row(0, pid=812, started=NOW - 75)._replace(cpu=12.3456, memory=1000).to_dict(NOW)
+    assert (data["cpu"], data["memory"], data["memory_source"]) == (12.35, 1000, None)
+    assert row(1, pid=812, started=NOW)._asdict()["cpu"] is None
+
+
 def test_format_table_of_no_nodes_is_the_header() -> None:
-    assert format_table([], now=NOW) == "ID  PID  STATE  HEALTH  RESTARTS  GEN  UPTIME"
+    assert format_table([], now=NOW) == (
+        "ID  PID  STATE  HEALTH  RESTARTS  GEN  UPTIME  CPU  MEMORY")
 
 
 def test_format_table_lines_have_no_trailing_spaces() -> None:
@@ -97,7 +106,8 @@ def test_format_table_lines_have_no_trailing_spaces() -> None:
 def test_to_dict_adds_the_uptime() -> None:
     data = row(3, pid=812, started=NOW - 12.3456, generation=2, restarts=2).to_dict(now=NOW)
     assert data == {"id": 3, "pid": 812, "state": "running", "code": 0, "health": "healthy",
-                    "restarts": 2, "started": NOW - 12.3456, "generation": 2, "uptime": 12.346}
+                    "restarts": 2, "started": NOW - 12.3456, "generation": 2, "uptime": 12.346,
+                    "cpu": None, "memory": None, "memory_source": None, "report_age": None}
 
 
 def test_to_dict_uptime_is_none_when_not_started() -> None:
