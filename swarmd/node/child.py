@@ -228,6 +228,8 @@ def _run(spec: ChildSpec) -> int:
     prctl_pdeathsig(signal.SIGKILL)
     if os.getppid() != spec.supervisor_pid:
         return 0  # the supervisor died between fork and prctl
+    if spec.cgroup_dir is not None:  # before any code of the app: whatever it forks is inside
+        enter_cgroup(spec.cgroup_dir)
     _restore_fd_limit(spec)
     _setup_stdio(spec)
     for name, value in spec.env.items():  # not environ.update(): its ABC checks alone cost
@@ -262,8 +264,6 @@ HEALTH_FD_FOR_COMMANDS = 3  # low and fixed: `echo 0 >&3` works in every shell
 
 def _exec(spec: ChildSpec) -> int:
     _prefer_as_oom_victim(spec)  # a program runs no code of ours after the exec
-    if spec.cgroup_dir is not None:  # nor could it move itself: it goes in first
-        enter_cgroup(spec.cgroup_dir)
     fd = HEALTH_FD_FOR_COMMANDS
     if spec.health_fd != fd:
         os.dup2(spec.health_fd, fd, inheritable=True)
@@ -315,10 +315,11 @@ CGROUP_WAIT = 2.0  # seconds a node waits for its cgroup's last occupant to be g
 
 def enter_cgroup(directory: str) -> bool:
     """Move this process into its node's cgroup, once the supervisor has emptied it of what
-    the slot's last node left (it kills those right after it forked this one). The kernel
-    makes a lone move wait for an RCU grace period (~8 ms on a host without the cgroup2
-    mount option favordynmods), so an app node moves from its parent-check thread, after
-    its first report: never on the way from a death to its replacement's report."""
+    the slot's last node left (it kills those right after it forked this one). First thing
+    after the fork, before any code of the app: a helper or daemon the app starts while it
+    boots must be inside, or cgroup.kill would miss it. The kernel makes a lone move wait
+    for an RCU grace period (~8 ms on a host without the cgroup2 mount option
+    favordynmods): that much on a restart's way to its first report, under a unit only."""
     try:
         os.makedirs(directory, exist_ok=True)  # the first node of a slot makes its group
         deadline = time.monotonic() + CGROUP_WAIT
@@ -338,13 +339,11 @@ def enter_cgroup(directory: str) -> bool:
 
 
 def _settle_and_watch(node: Node, spec: ChildSpec) -> None:
-    """The parent-check thread's first work, off the app's way: the title and the cgroup."""
+    """The parent-check thread's first work, off the app's way: the title."""
     if spec.title is not None:
         from swarmd.node.titles import set_title
 
         set_title(spec.title)
-    if spec.cgroup_dir is not None:
-        enter_cgroup(spec.cgroup_dir)
     _watch_parent(node, spec)
 
 
