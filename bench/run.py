@@ -110,6 +110,10 @@ def uss_kb(pid: int) -> int:
                    ("Private_Clean", "Private_Dirty", "Private_Hugetlb"))
 
 
+def pss_kb(pid: int) -> int:
+    return proc_kb(f"/proc/{pid}/smaps_rollup", ("Pss",))
+
+
 def loadavg() -> str:
     with open("/proc/loadavg") as handle:
         return " ".join(handle.read().split()[:3])
@@ -455,13 +459,14 @@ class Plan:
     idle_settle: float = 2.0
     flood_rounds: int = 2
     flood_window: float = 5.0
+    work_seconds: float = 60.0
 
     @classmethod
     def make(cls, quick: bool) -> Plan:
         if quick:
             return cls(True, start_rounds={16: 3, 64: 3, 256: 1}, kill_rounds=1, kills=8,
                        hangs=3, idle_window=8.0, idle_slices=4, idle_settle=1.0, flood_rounds=1,
-                       flood_window=2.0)
+                       flood_window=2.0, work_seconds=15.0)
         return cls(False, start_rounds={16: 7, 64: 7, 256: 3}, kill_rounds=3, kills=12,
                    flood_rounds=3)
 
@@ -665,6 +670,44 @@ class Bench:
                          f"{median(fig.swarmd) or 0:.0f} KiB, floor "
                          f"{median(fig.floor) or 0:.0f} KiB")
 
+    def phase_work(self) -> None:
+        """Node USS and PSS of a working app (30 imports, cyclic garbage, the collector at
+        work) after `work_seconds`: what preload keeps shared once the nodes run. Preload on
+        and off for swarmd; the floor forks after a plain import (no freeze). The same with
+        preload on but no freeze: run it with --swarmd pointing at a checkout before it."""
+        n = 8
+        for preload in (True, False):
+            tag = f"preload {str(preload).lower()}"
+            uss = self.figure(f"working node USS after {self.plan.work_seconds:.0f}s, {tag}",
+                              n, "KiB", target="<= 1.3x floor" if preload else "",
+                              check=ratio_at_most(1.3) if preload else None)
+            pss = self.figure(f"working node PSS after {self.plan.work_seconds:.0f}s, {tag}",
+                              n, "KiB")
+            sup = self.figure(f"supervisor USS, working app, {tag}", n, "KiB")
+            total = self.figure(f"fleet PSS (supervisor + nodes), working app, {tag}", n,
+                                "KiB")
+            for kind in ("floor", "swarmd") if preload else ("swarmd",):
+                inst = self.instance(kind, n, app="swarmd_benchwork:work",
+                                     config={"preload": preload})
+                try:
+                    inst.wait_ready()
+                    time.sleep(self.plan.work_seconds)
+                    whole = pss_kb(inst.pid)
+                    for pid in inst.node_pids():
+                        try:
+                            getattr(uss, kind).append(float(uss_kb(pid)))
+                            getattr(pss, kind).append(float(pss_kb(pid)))
+                            whole += pss_kb(pid)
+                        except (FileNotFoundError, ProcessLookupError):
+                            pass
+                    getattr(sup, kind).append(float(uss_kb(inst.pid)))
+                    getattr(total, kind).append(float(whole))
+                    inst.stop()
+                finally:
+                    inst.close()
+                self.say(f"work {tag} {kind}: node USS {median(getattr(uss, kind)) or 0:.0f} "
+                         f"KiB, PSS {median(getattr(pss, kind)) or 0:.0f} KiB")
+
     # report throughput ---------------------------------------------------------------------
 
     @staticmethod
@@ -722,7 +765,7 @@ class Bench:
                     self.say(f"N={n} {kind} flood: {text}")
 
 
-PHASES = ("start", "kill", "idle", "memory", "flood")
+PHASES = ("start", "kill", "idle", "memory", "work", "flood")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,6 +7,7 @@ cleanup code ever runs twice. It never imports the supervisor.
 from __future__ import annotations
 
 import ctypes
+import gc
 import logging
 import os
 import resource
@@ -189,6 +190,9 @@ def _close_supervisor_fds(spec: ChildSpec) -> None:
 
 def main(spec: ChildSpec) -> NoReturn:
     """The child's whole life; always ends in os._exit."""
+    # Before anything allocates: the heap inherited from the fork goes out of the collector's
+    # reach, so its walks never write to (and copy) pages shared with the supervisor.
+    gc.freeze()
     code = 70
     try:
         code = _run(spec)

@@ -9,7 +9,6 @@ supervisor's child (it is a child subreaper) and the candidate can go away witho
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import resource
@@ -238,9 +237,10 @@ def spawn(node_id: int, generation: int, now: float, recipe: Recipe, *,
     """Fork one node from this process and give it the CPU at once. The parent gets a
     NodeProcess; the child never returns from here.
 
-    The heap the node inherits is frozen first (gc.freeze), so that the node's collections do
-    not write to the pages it shares with the supervisor; the supervisor unfreezes its own at
-    once (both are O(1) list splices).
+    The node freezes the heap it inherits first thing (child.main), so that its collections
+    never write to the pages it shares with the supervisor. The supervisor freezes nothing
+    here: its preloaded app stays frozen for good (Supervisor.preload), and an unfreeze would
+    hand that heap back to its own collector, which would then copy every page of it.
 
     The yield after the fork: the kernel mostly queues a new child on its parent's CPU, behind
     the parent; what the supervisor does after a fork costs it ~1 ms (every page it writes is
@@ -250,16 +250,13 @@ def spawn(node_id: int, generation: int, now: float, recipe: Recipe, *,
     _flush_stdio()
     # built here, not in the child: ~18 fewer copy-on-write faults between fork and app
     spec = recipe.spec(node_id, generation, pipes.write_ends, [*close_fds, *pipes.read_ends])
-    gc.freeze()
     try:
         pid = os.fork()
     except OSError:
-        gc.unfreeze()
         pipes.close(pipes.read_ends + pipes.write_ends)
         raise
     if pid == 0:  # the child
         child.main(spec)
-    gc.unfreeze()
     pipes.close(pipes.write_ends)
     os.sched_yield()
     try:
@@ -295,30 +292,26 @@ def spawn_batch(nodes: list[tuple[int, int]], recipe: Recipe, close_fds: list[in
     _flush_stdio()
     runs = fd_runs(close_fds)
     results: list[Forked | OSError] = []
-    gc.freeze()
-    try:
-        for node_id, generation in nodes:
-            try:
-                pipes = NodePipes.open()
-            except OSError as exc:
-                results.append(exc)
-                continue
-            runs = _add_run(runs, pipes.read_ends)
-            spec = recipe.spec_with_runs(node_id, generation, pipes.write_ends, runs)
-            try:
-                pid = os.fork()
-            except OSError as exc:
-                pipes.close(pipes.read_ends + pipes.write_ends)
-                runs = fd_runs([fd for low, high in runs for fd in range(low, high)
-                                if fd not in pipes.read_ends])
-                results.append(exc)
-                continue
-            if pid == 0:  # the child
-                child.main(spec)
-            pipes.close(pipes.write_ends)
-            results.append(Forked(node_id, generation, pid, pipes.read_ends, clock()))
-    finally:
-        gc.unfreeze()
+    for node_id, generation in nodes:
+        try:
+            pipes = NodePipes.open()
+        except OSError as exc:
+            results.append(exc)
+            continue
+        runs = _add_run(runs, pipes.read_ends)
+        spec = recipe.spec_with_runs(node_id, generation, pipes.write_ends, runs)
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            pipes.close(pipes.read_ends + pipes.write_ends)
+            runs = fd_runs([fd for low, high in runs for fd in range(low, high)
+                            if fd not in pipes.read_ends])
+            results.append(exc)
+            continue
+        if pid == 0:  # the child
+            child.main(spec)
+        pipes.close(pipes.write_ends)
+        results.append(Forked(node_id, generation, pid, pipes.read_ends, clock()))
     return results
 
 
@@ -334,7 +327,6 @@ def spawn_first_batch(nodes: list[tuple[int, int]], recipe: Recipe, close_fds: l
     os.set_inheritable(gate_r, True)
     runs = fd_runs([*close_fds, gate_w])
     me = os.getpid()
-    gc.freeze()
     for node_id, generation in nodes:
         try:
             pipes = NodePipes.open()
@@ -383,7 +375,6 @@ def spawn_through_intermediate(spec: child.ChildSpec, announce: Callable[[int], 
         return intermediate
     try:  # the intermediate: one fork, one message, gone
         node_spec = spec._replace(reparent_from=os.getpid())
-        gc.freeze()
         pid = os.fork()
         if pid == 0:
             child.main(node_spec)
