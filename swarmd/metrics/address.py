@@ -46,8 +46,9 @@ def parse_address(text: object) -> Address:
     host, sep, port_text = text.rpartition(":")
     if not sep or not host:
         raise ValueError(f"expected HOST:PORT {example}, got {text!r}")
-    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-        raise ValueError(f"the port must be a number from 1 to 65535, got {port_text!r}")
+    # 0: the kernel picks a free port, which `swarmd status --json` tells (metrics.listen)
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"the port must be a number from 0 to 65535, got {port_text!r}")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
         family = socket.AF_INET6

@@ -315,6 +315,12 @@ class MetricsEndpoint:
         """Every fd it holds (all are in the poller too; a forked node closes them)."""
         return [self._sock.fileno(), *self._clients]
 
+    def hand_over(self) -> int:
+        """The listening socket's fd, made inheritable: a deploy's re-exec keeps it, so the
+        address is never free (connections wait in its backlog meanwhile)."""
+        self._sock.set_inheritable(True)
+        return self._sock.fileno()
+
     def close(self) -> None:
         """Stop listening and drop every client (a unix socket's file is removed)."""
         for client in list(self._clients.values()):

@@ -414,7 +414,11 @@ def _run_app(spec: ChildSpec) -> int:
         target=_dump_stacks, args=(log,), name="swarmd-stacks", daemon=True).start())
     try:
         app = resolve(spec.app)
-        result = app(node)
+        try:
+            result = app(node)
+        finally:
+            if node._metrics is not None:
+                node.flush_metrics()  # what changed since the last write: read at its exit
     except SystemExit:
         raise
     except BaseException:

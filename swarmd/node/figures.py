@@ -99,6 +99,11 @@ class Sampler:
         if self._tracks.pop(node_id, None) is not None:
             self._queue.remove(node_id)
 
+    def cpu_seconds(self, node_id: int) -> float:
+        """CPU seconds of the node's processes at its last CPU reading (0 before one)."""
+        track = self._tracks.get(node_id)
+        return track.cpu_total / 1e6 if track is not None and track.cpu_total else 0.0
+
     def figures(self, node_id: int) -> Figures:
         track = self._tracks.get(node_id)
         return track.figures if track is not None else Figures()

@@ -61,12 +61,17 @@ class ExitStatus(NamedTuple):
 
     def describe(self) -> str:
         if self.signal is not None:
-            try:
-                name = signal.Signals(self.signal).name
-            except ValueError:
-                name = str(self.signal)
-            return f"killed by {name}"
+            return f"killed by {self.short()}"
         return f"exited with status {self.code}"
+
+    def short(self) -> str:
+        """`0`, `1`, `SIGKILL`: the `how` label of swarmd_node_exits_total."""
+        if self.signal is None:
+            return str(self.code)
+        try:
+            return signal.Signals(self.signal).name
+        except ValueError:
+            return str(self.signal)
 
     @property
     def clean(self) -> bool:
@@ -102,6 +107,8 @@ class NodeProcess:
         self.liveness: Timer | None = None  # the one boot/report deadline check
         self.version = 0  # which of the supervisor's versions (config and app) it runs
         self.drain_started_at: float | None = None
+        self.reports = 0  # reports read from it (for the metrics' totals)
+        self.cpu_seconds: float | None = None  # its own CPU time, known once it is reaped
 
     @classmethod
     def adopt(cls, node_id: int, generation: int, pid: int, pidfd: int,
@@ -249,7 +256,9 @@ class NodeProcess:
                 return None
             if before is not None:
                 before(self)
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            pid, status, usage = os.wait4(self.pid, os.WNOHANG)
+            if pid:
+                self.cpu_seconds = usage.ru_utime + usage.ru_stime
         except ChildProcessError:
             if _parent_of(self.pid) not in (None, os.getpid()):
                 return None  # still the intermediate's: reparented to us in a moment

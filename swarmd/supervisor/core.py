@@ -31,6 +31,7 @@ from swarmd.supervisor.resources import Resources, children
 from swarmd.supervisor.signals import STOP_SIGNALS, SignalQueue
 from swarmd.supervisor.slot import Slot
 from swarmd.supervisor.status import NodeRow, summary_text
+from swarmd.supervisor.telemetry import Telemetry
 from swarmd.supervisor.upkeep import Upkeep
 from swarmd.systemd.events import JournalSink, Sink, default_sink
 from swarmd.systemd.notify import Notifier
@@ -68,9 +69,10 @@ class Supervisor:
         self.exec_argv = exec_argv or list(getattr(sys, "orig_argv", []))
         self._entry = entry
         self.resources = Resources.discover() if resources is None else resources
+        self.telemetry = Telemetry(config.metrics)
         self.fleet = Fleet(config, self._recipe(config, None), sink=self.sink, owner=self,
                            poller=self.poller, timers=self.timers, clock=self.clock,
-                           resources=self.resources)
+                           resources=self.resources, telemetry=self.telemetry)
         self.upkeep = Upkeep(self.fleet, self.resources, timers=self.timers, clock=self.clock,
                              emit=self.emit, busy=self._busy)
         self.deploy: Deploy | None = None
@@ -155,6 +157,7 @@ class Supervisor:
             self.emit("swarmd.started", f"starting {self.config.nodes} node(s) from "
                       f"{self.config.path or 'defaults'} (swarmd {__version__})")
             self.fleet.start_all(forked or [])
+            self._open_metrics()
             self.timers.call_at(self.clock() + self.config.timeouts.boot, self._boot_deadline)
             return self._supervise()
         finally:
@@ -170,6 +173,7 @@ class Supervisor:
             else:
                 self.preload()  # no import: each node imports the app itself
         self._restore(state)
+        self._open_metrics(self.telemetry.restore(state.get("telemetry")))
         self._install_signals()
         # a child that ended (the candidate) may have told the old code only: reap it now
         self.handle_chld()
@@ -290,6 +294,7 @@ class Supervisor:
 
     def _close(self) -> None:
         self.upkeep.close()
+        self.telemetry.close()
         if self.control is not None:
             self.control.close()
         self.signals.uninstall()
@@ -298,6 +303,34 @@ class Supervisor:
             close()  # what is queued goes out, within a second
         self.poller.close()
         self.signals.close()
+
+    # ---- metrics ---------------------------------------------------------------------------
+
+    def _open_metrics(self, sock: Any = None) -> None:
+        self.telemetry.open(self._metrics_sample, poller=self.poller, timers=self.timers,
+                            clock=self.clock, emit=self.emit, sock=sock)
+
+    def _metrics_sample(self) -> Any:
+        """The fleet as the exposition shows it (swarmd.metrics.exposition.FleetSample)."""
+        from swarmd.metrics.exposition import FleetSample, NodeSample
+
+        telemetry, resources = self.telemetry, self.resources
+        nodes = []
+        for slot_id in sorted(self.fleet.slots):
+            slot = self.fleet.slots[slot_id]
+            proc = slot.proc
+            counts = telemetry.counts(slot_id)
+            figures = resources.figures(slot_id)
+            nodes.append(NodeSample(
+                id=slot_id, up=proc is not None and proc.first_report_at is not None,
+                health_code=proc.code if proc is not None else None,
+                reports=counts.reports + (proc.reports if proc is not None else 0),
+                restarts=counts.restarts, recycles=counts.recycles, exits=counts.exits,
+                cpu_seconds=resources.cpu_seconds(slot_id, counts.cpu_seconds),
+                memory_bytes=figures.memory if proc is not None else None,
+                generation=max(slot.generation, 0)))
+        return FleetSample(__version__, nodes, telemetry.reloads,
+                           telemetry.lateness if self.notifier.watchdog_interval else None)
 
     # ---- the control socket ----------------------------------------------------------------
 
@@ -315,7 +348,7 @@ class Supervisor:
             reply({"ok": True, "pid": os.getpid(), "version": __version__,
                    "status": self.status_text(), "mode": self.mode(),
                    "restarts": self.fleet.restarts, "config": self.config.path,
-                   "cgroups": self.resources.enabled,
+                   "cgroups": self.resources.enabled, "metrics": self.telemetry.where(),
                    "deploy": deploy.to_dict() if deploy else None,
                    "nodes": [row.to_dict(now) for row in self.rows()]})
         elif command == "reload":
@@ -475,6 +508,7 @@ class Supervisor:
 
         self.deploy = None
         self.last_deploy = outcome
+        self.telemetry.deployed(outcome.result.name.lower())
         waiters, self._deploy_waiters = self._deploy_waiters, []
         if outcome.result is Result.DEPLOYED and not self.stopping:
             self._hand_over(outcome, waiters)
@@ -566,6 +600,7 @@ class Supervisor:
                 [] if pending is not None else None),
             "control": control,
             "slots": [handover.slot_state(slot) for slot in self.fleet.slots.values()],
+            "telemetry": self.telemetry.to_state(),
         }
 
     def _restore(self, state: dict[str, Any]) -> None:
@@ -599,6 +634,7 @@ class Supervisor:
             fds.append(notify_fd)
         if self.deploy is not None:
             fds.extend(self.deploy.fds())
+        fds.extend(self.telemetry.fds())
         sink_fds = getattr(self.sink, "fds", None)
         if sink_fds is not None:
             fds.extend(sink_fds())
@@ -658,6 +694,7 @@ class Supervisor:
         self.notifier.watchdog()
         interval = self.notifier.watchdog_interval or 0
         now = self.clock()
+        self.telemetry.watchdog(now - when)
         upcoming = when + interval
         if upcoming <= now:  # the loop fell behind: keep the rhythm from now on
             upcoming = now + interval

@@ -29,6 +29,7 @@ from swarmd.supervisor.recycle import Recycle, RecycleReason, exit_is_recycle, l
 from swarmd.supervisor.resources import Resources
 from swarmd.supervisor.slot import DownReason, Slot
 from swarmd.supervisor.status import counts_as_healthy
+from swarmd.supervisor.telemetry import Telemetry
 from swarmd.systemd.events import Event, Sink
 from swarmd.systemd.ratelimit import OutputLimiter, output_dropped_event
 
@@ -44,6 +45,17 @@ FLOOD_REPORTS = 8
 FLOOD_PAUSE = 0.1
 PROTOCOL_ERROR_EVERY = 1.0  # at most one protocol-error entry per node per second
 REAP_RETRY = 0.005  # a deploy's node not reparented yet: look again this much later
+
+
+def restart_reason(proc: NodeProcess | None) -> str:
+    """The `reason` label of swarmd_restarts_total: why the slot's node failed."""
+    if proc is None:
+        return "fork_failed"
+    if proc.stop_reason is StopReason.HUNG:
+        return "hung"
+    if proc.stop_reason is StopReason.HEALTH:
+        return "unhealthy"
+    return "exited"
 
 
 class FleetOwner(Protocol):
@@ -77,9 +89,10 @@ class Fleet:
 
     def __init__(self, config: Config, recipe: Recipe | None, *, sink: Sink, owner: FleetOwner,
                  poller: Poller, timers: Timers, clock: Callable[[], float],
-                 resources: Resources | None = None) -> None:
+                 resources: Resources | None = None, telemetry: Telemetry | None = None) -> None:
         self.versions: dict[int, Version] = {0: Version(config, recipe)}
         self.resources = resources or Resources.none()
+        self.telemetry = telemetry or Telemetry(config.metrics)
         self.current = 0
         self.sink = sink
         self.owner = owner
@@ -138,6 +151,7 @@ class Fleet:
     def drop_slot(self, slot: Slot) -> None:
         slot.cancel_restart()
         self.slots.pop(slot.id, None)
+        self.telemetry.slot_removed(slot.id)
         self.limiter.forget(slot.id)
         self.resources.forget(slot.id)
         self.mark_dirty()
@@ -302,6 +316,7 @@ class Fleet:
         if proc is None or not proc.alive or proc.stop_reason is not None:
             return False
         self.emit_entry(entries.node_recycled(proc, recycle))
+        self.telemetry.recycled(slot.id, recycle.reason.value)
         self.drain(proc, StopReason.RECYCLE)
         return True
 
@@ -376,6 +391,7 @@ class Fleet:
         batch = proc.read_health()
         if batch is HEALTHY_ONE and proc.code == 0:  # code 0 implies a first report
             proc.last_report_at = self.clock()  # the usual wake-up at rest: nothing else changes
+            proc.reports += 1
             return
         now = self.clock()
         if batch is None:
@@ -390,6 +406,9 @@ class Fleet:
             return
         if batch.errors:
             self._protocol_error(proc, batch.errors, now)
+        proc.reports += batch.reports
+        if batch.metrics is not None:
+            self.telemetry.app_metrics(proc.id, batch.metrics, partial(self.emit, proc=proc))
         if batch.reports >= FLOOD_REPORTS and proc.health_fd is not None:
             self.poller.pause(proc.health_fd)
             pause = min(FLOOD_PAUSE, self.config_of(proc).timeouts.report / 4)
@@ -570,6 +589,7 @@ class Fleet:
         if recycle is not None or proc.stop_reason is StopReason.RECYCLE:
             if recycle is not None:  # done with its work: a new node, not a failure
                 self._later(entries.node_recycled, proc, recycle)
+                self.telemetry.recycled(slot.id, recycle.reason.value)
             self.start(slot)
             return
         self._schedule_restart(slot, proc)
@@ -584,7 +604,12 @@ class Fleet:
             proc.liveness = None
         if proc.health_fd is not None:
             self.poller.unregister(proc.health_fd)
+            last = proc.read_health()  # the metrics it flushed as it exited count too
+            if last is not None and last.metrics is not None:
+                self.telemetry.app_metrics(proc.id, last.metrics, partial(self.emit, proc=proc))
             proc.close_health()
+        self.telemetry.ended(proc.id, proc.reports, proc.exit.short() if proc.exit else "?",
+                             proc.cpu_seconds)
         for fd, priority in list(proc.output_fds.items()):
             lines, _ = proc.read_output(fd, limit=DRAIN_LIMIT)
             lines += proc.flush_output(fd)
@@ -615,6 +640,7 @@ class Fleet:
             return
         self.restarts += 1
         slot.restarts += 1
+        self.telemetry.restarted(slot.id, restart_reason(proc))
         self._later(entries.node_restarting, slot.id, proc, delay, slot.backoff.failures)
         if delay <= 0:
             self.start(slot)

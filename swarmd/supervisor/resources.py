@@ -86,6 +86,16 @@ class Resources:
     def figures(self, slot_id: int) -> Figures:
         return self.sampler.figures(slot_id)
 
+    def cpu_seconds(self, slot_id: int, ended: float) -> float:
+        """The slot's CPU time since the service started: its cgroup's usage (every
+        generation and helper it ever held), else `ended` (what its reaped nodes used) plus
+        what the running node's processes used by the last sample."""
+        if self.tree is not None:
+            usec = self.tree.cpu_usec(slot_id)
+            if usec is not None:
+                return max(usec / 1e6, ended)
+        return ended + self.sampler.cpu_seconds(slot_id)
+
     def tick(self, now: float) -> Tick:
         return self.sampler.tick(now)
 

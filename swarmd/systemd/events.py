@@ -37,6 +37,7 @@ KINDS: dict[str, Kind] = {
         Kind("swarmd.reload_failed", "5b5aab10a9174747a5cd5f2a15f10697", 3),
         Kind("swarmd.deploy_failed", "422bfeb5992340388824a6965c5a8dfd", 3),
         Kind("swarmd.resources", "460263cb28784cc495d9799be28fea06", 4),
+        Kind("swarmd.metrics", "466cab6640a6442d904601b93d54c4d8", 4),
         Kind("swarmd.quiet", "759aca88ec2443669561a295005b83c4", 5),
         Kind("swarmd.stopping", "8035ac3fee164f5380548df2eace908a", 5),
         Kind("swarmd.stopped", "684d14d136654ab4b7d4408c19ee34d5", 5),
@@ -50,6 +51,7 @@ KINDS: dict[str, Kind] = {
         Kind("node.crash_loop", "5f9eb7a51fee46d7a71e8ea060fb4986", 2),
         Kind("node.protocol_error", "eb4ddf49a2a84784b71a672634b86317", 4),
         Kind("node.output_dropped", "57a9d4932c1f475d987f6fb28be130b3", 4),
+        Kind("node.metrics_refused", "c3f7074c7b3446a0a304792de2e8459e", 4),
     )
 }
 

@@ -287,3 +287,34 @@ def ballast(node: Node) -> int:
             node.healthy()
         return 0
     return steady(node)
+
+
+def metrics_worker(node: Node) -> int:
+    """App metrics of every type, with a label value that needs escaping; one job per PERIOD.
+    TESTAPP_SERIES=N adds a counter with N label values (cardinality); TESTAPP_METRICS_FLOOD=1
+    invents a new label value at every job, without end."""
+    jobs = node.metrics.counter("jobs", "Jobs done, by queue.", ["queue"])
+    depth = node.metrics.gauge("queue_depth", "Jobs waiting in the queue.")
+    took = node.metrics.histogram("job_seconds", "Seconds per job.", buckets=[0.01, 0.1, 1])
+    extra = int(os.environ.get("TESTAPP_SERIES", "0"))
+    flood = os.environ.get("TESTAPP_METRICS_FLOOD") == "1" and _targeted(node)
+    if extra:
+        tagged = node.metrics.counter("tagged", "One series per tag.", ["tag"])
+        for tag in range(extra):
+            tagged.labels(str(tag)).inc()
+    if flood:
+        invented = node.metrics.counter("requests", "Requests, by URL.", ["url"])
+    count = 0
+    while not node.stopping.is_set():
+        count += 1
+        jobs.labels("a").inc()
+        jobs.labels('we"ird\\').inc()
+        depth.set(count % 7)
+        took.observe(0.005 * (count % 50))
+        if flood:
+            for _ in range(100):
+                count += 1
+                invented.labels(f"/item/{count}").inc()
+        node.healthy()
+        node.stopping.wait(PERIOD)
+    return 0

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -212,3 +213,44 @@ def base_config(**overrides: Any) -> dict[str, Any]:
 
 def dump(obj: Any) -> str:
     return json.dumps(obj, indent=1)
+
+
+class Watch:
+    """Reads the notify socket all along (a message's time is when the test read it), from
+    now until stop(): the deploy's STATUS= lines and WATCHDOG=1 gaps."""
+
+    def __init__(self, s: Swarm) -> None:
+        self.s = s
+        self.seen = len(s.notify.poll())
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+        if s.notify.values("WATCHDOG"):  # the window opens and closes with a ping
+            self._watchdogs_after(self.seen)
+
+    def _watchdogs_after(self, index: int) -> None:
+        wait_for(lambda: any("WATCHDOG=1" in d for _, d in self.s.notify.messages[index:]),
+                 5, "a WATCHDOG=1")
+
+    def _poll(self) -> None:
+        while not self._done.is_set():
+            self.s.notify.poll()
+            self._done.wait(0.005)
+
+    def stop(self) -> list[tuple[float, str, str]]:
+        if self.s.notify.values("WATCHDOG"):
+            self._watchdogs_after(len(self.s.notify.messages))
+        self._done.set()
+        self._thread.join()
+        self.s.notify.poll()
+        out = []
+        for when, datagram in self.s.notify.messages[self.seen:]:
+            for line in datagram.split("\n"):
+                key, _, value = line.partition("=")
+                out.append((when, key, value))
+        return out
+
+
+def watchdog_gaps(messages: list[tuple[float, str, str]]) -> list[float]:
+    times = [when for when, k, _ in messages if k == "WATCHDOG"]
+    return [b - a for a, b in zip(times, times[1:], strict=False)]

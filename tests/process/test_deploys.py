@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.process.deploying import DeployedApp
-from tests.process.harness import REPO, Swarm, children, pid_alive, wait_for
+from tests.process.harness import REPO, Swarm, Watch, children, pid_alive, wait_for, watchdog_gaps
 
 WATCHDOG_USEC = 1_000_000
 
@@ -29,51 +29,8 @@ def _pids(s: Swarm) -> dict[int, int]:
     return {i: n["pid"] for i, n in s.nodes().items()}
 
 
-class Watch:
-    """Reads the notify socket all along (a message's time is when the test read it), from
-    now until stop(): the deploy's STATUS= lines and WATCHDOG=1 gaps."""
-
-    def __init__(self, s: Swarm) -> None:
-        import threading
-
-        self.s = s
-        self.seen = len(s.notify.poll())
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-        self._thread.start()
-        if s.notify.values("WATCHDOG"):  # the window opens and closes with a ping
-            self._watchdogs_after(self.seen)
-
-    def _watchdogs_after(self, index: int) -> None:
-        wait_for(lambda: any("WATCHDOG=1" in d for _, d in self.s.notify.messages[index:]),
-                 5, "a WATCHDOG=1")
-
-    def _poll(self) -> None:
-        while not self._done.is_set():
-            self.s.notify.poll()
-            self._done.wait(0.005)
-
-    def stop(self) -> list[tuple[float, str, str]]:
-        if self.s.notify.values("WATCHDOG"):
-            self._watchdogs_after(len(self.s.notify.messages))
-        self._done.set()
-        self._thread.join()
-        self.s.notify.poll()
-        out = []
-        for when, datagram in self.s.notify.messages[self.seen:]:
-            for line in datagram.split("\n"):
-                key, _, value = line.partition("=")
-                out.append((when, key, value))
-        return out
-
-
 def _healthy_counts(messages: list[tuple[float, str, str]]) -> list[int]:
     return [int(v.split("/")[0]) for _, k, v in messages if k == "STATUS"]
-
-
-def _watchdog_gaps(messages: list[tuple[float, str, str]]) -> list[float]:
-    times = [when for when, k, _ in messages if k == "WATCHDOG"]
-    return [b - a for a, b in zip(times, times[1:], strict=False)]
 
 
 @pytest.mark.parametrize("preload", [True, False])
@@ -101,7 +58,7 @@ def test_a_deploy_puts_the_new_code_in_every_node_same_supervisor_pid(swarm, tmp
     healthy = _healthy_counts(messages)
     assert healthy and min(healthy) >= 2, healthy
     assert [k for _, k, _ in messages if k in ("RELOADING", "READY")] == ["RELOADING", "READY"]
-    gaps = _watchdog_gaps(messages)
+    gaps = watchdog_gaps(messages)
     assert gaps and max(gaps) < WATCHDOG_USEC / 1e6, gaps
     # A later restart (forked by the re-executed supervisor itself) runs version 2 too.
     os.kill(_pids(s)[1], signal.SIGKILL)
@@ -170,7 +127,7 @@ def test_a_version_that_cannot_be_imported_is_rejected_and_nothing_is_touched(
     assert s.status()["deploy"]["result"] == "rejected"
     # READY=1 ends the RELOADING=1, and the loop kept the watchdog's rhythm meanwhile
     assert [k for _, k, _ in messages if k in ("RELOADING", "READY")] == ["RELOADING", "READY"]
-    gaps = _watchdog_gaps(messages)
+    gaps = watchdog_gaps(messages)
     assert gaps and max(gaps) < WATCHDOG_USEC / 1e6, gaps
 
 
@@ -206,7 +163,7 @@ def test_a_config_that_cannot_be_read_is_rejected_and_the_loop_stays_on_time(swa
     assert "rejected" in result.stderr and "keep" in result.stderr, result.stderr
     assert _pids(s) == pids
     assert s.status()["deploy"]["result"] == "rejected"
-    gaps = _watchdog_gaps(messages)
+    gaps = watchdog_gaps(messages)
     assert gaps and max(gaps) < WATCHDOG_USEC / 1e6, gaps
 
 

@@ -58,9 +58,9 @@ def test_listen_addresses(listen: str, address: Address) -> None:
 @pytest.mark.parametrize("listen, message", [
     ("9105", "expected an address like"),
     ("':9105'", "expected HOST:PORT"),
-    ("127.0.0.1:0", "the port must be a number from 1 to 65535, got '0'"),
-    ("127.0.0.1:70000", "from 1 to 65535"),
-    ("127.0.0.1:http", "from 1 to 65535"),
+    ("127.0.0.1:-1", "the port must be a number from 0 to 65535, got '-1'"),
+    ("127.0.0.1:70000", "from 0 to 65535"),
+    ("127.0.0.1:http", "from 0 to 65535"),
     ("example.com:9105", "'example.com' is not an IP address"),
     ("'::1:9105'", "an IPv6 address goes in brackets"),
     ("'[nope]:9105'", "'nope' is not an IPv6 address"),
