@@ -22,6 +22,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -262,7 +263,7 @@ class Instance:
         if kind == "swarmd":
             cfg: dict[str, Any] = {"nodes": nodes, "app": app, **SWARMD_DEFAULTS}
             for key, value in (config or {}).items():
-                cfg[key] = {**cfg[key], **value} if isinstance(value, dict) else value
+                cfg[key] = {**cfg.get(key, {}), **value} if isinstance(value, dict) else value
             self.config = cfg
             (self.dir / "swarmd.yaml").write_text(yaml.safe_dump(cfg))
             argv = [sys.executable, "-m", "swarmd", "run", "-c", str(self.dir / "swarmd.yaml")]
@@ -646,6 +647,61 @@ class Bench:
                     inst.close()
             self.say(f"N={n} idle CPU over {plan.idle_window:.0f}s: " + ", ".join(text))
 
+    def phase_metrics(self) -> None:
+        """Metrics on (metrics.listen, every node with 20 app series): the supervisor's idle
+        CPU and wake-ups at rest, then scraped every second, and one scrape's answer time and
+        CPU at 256 nodes. swarmd only (the floor has no metrics); its idle figures are the
+        reference."""
+        plan = self.plan
+        window = plan.idle_window
+        for n in plan.start_sizes:
+            cpu = self.figure("idle CPU, metrics on, not scraped", n, "%")
+            wake = self.figure("supervisor wakeups, metrics on", n, "/s")
+            scraped = self.figure("CPU, metrics on, scraped every 1 s", n, "%",
+                                  target="<= 0.5% + scrape at N=64" if n == 64 else "")
+            answer = self.figure("scrape answer time (20 app series/node)", n, "ms")
+            per_scrape = self.figure("supervisor CPU per scrape", n, "ms")
+            size = self.figure("exposition size", n, "KiB")
+            inst = self.instance("swarmd", n, app="swarmd_benchapp:metrics20",
+                                 config={"timeouts": {"report": "10s"},
+                                         "metrics": {"listen": "127.0.0.1:0"}})
+            try:
+                inst.wait_ready()
+                time.sleep(plan.idle_settle)
+                port = int(json.loads(subprocess.run(
+                    [sys.executable, "-m", "swarmd", "status", "--json", "--runtime-dir",
+                     str(inst.dir / "run")], capture_output=True, text=True, cwd=self.swarmd_dir,
+                    env={**os.environ, "PYTHONPATH": str(self.swarmd_dir)},
+                    check=True).stdout)["metrics"]["listen"].rsplit(":", 1)[1])
+                ns0, w0, t0 = cpu_ns(inst.pid), wakeups(inst.pid), time.monotonic_ns()
+                time.sleep(window)
+                ns1, w1, t1 = cpu_ns(inst.pid), wakeups(inst.pid), time.monotonic_ns()
+                cpu.swarmd.append(100.0 * (ns1 - ns0) / (t1 - t0))
+                wake.swarmd.append((w1 - w0) / ((t1 - t0) / 1e9))
+                idle_rate = (ns1 - ns0) / (t1 - t0)  # CPU ns per ns at rest
+                scrapes = 0
+                ns0, t0 = cpu_ns(inst.pid), time.monotonic_ns()
+                until = time.monotonic() + window
+                while time.monotonic() < until:
+                    started = time.monotonic()
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics",
+                                                timeout=10) as reply:
+                        body = reply.read()
+                    answer.swarmd.append((time.monotonic() - started) * 1e3)
+                    scrapes += 1
+                    time.sleep(max(0.0, 1.0 - (time.monotonic() - started)))
+                ns1, t1 = cpu_ns(inst.pid), time.monotonic_ns()
+                scraped.swarmd.append(100.0 * (ns1 - ns0) / (t1 - t0))
+                per_scrape.swarmd.append(max(0.0, (ns1 - ns0) - idle_rate * (t1 - t0))
+                                         / scrapes / 1e6)
+                size.swarmd.append(len(body) / 1024)
+                inst.stop()
+            finally:
+                inst.close()
+            self.say(f"N={n} metrics: idle {cpu.swarmd[-1]:.3f}%, {wake.swarmd[-1]:.1f} "
+                     f"wakeups/s, scraped {scraped.swarmd[-1]:.3f}%, answer "
+                     f"{median(answer.swarmd):.1f} ms, {per_scrape.swarmd[-1]:.1f} ms CPU/scrape")
+
     def phase_memory(self) -> None:
         """Node USS with and without preload, with a light and a heavier (stdlib) app."""
         n = 16
@@ -765,7 +821,7 @@ class Bench:
                     self.say(f"N={n} {kind} flood: {text}")
 
 
-PHASES = ("start", "kill", "idle", "memory", "work", "flood")
+PHASES = ("start", "kill", "idle", "metrics", "memory", "work", "flood")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -103,3 +103,21 @@ def flood(node: Node) -> int:
             _send(f"flood {os.getpid()} {time.monotonic_ns()} {written} {queued}")
             next_tell = now + 0.2
     return 0
+
+
+def metrics20(node: Node) -> int:
+    """idle, plus 20 app series: a counter with 20 label values, each bumped per report (the
+    update is batched by the node and travels with the report)."""
+    period = float(os.environ.get("BENCH_PERIOD", "1"))
+    jobs = node.metrics.counter("bench_jobs", "Jobs done, by queue.", ["queue"])
+    queues = [jobs.labels(f"q{i}") for i in range(20)]
+    for queue in queues:
+        queue.inc()
+    _first_report(node)
+    node.stopping.wait(random.Random(os.getpid()).uniform(0, period))
+    while not node.stopping.is_set():
+        for queue in queues:
+            queue.inc()
+        node.healthy()
+        node.stopping.wait(period)
+    return 0

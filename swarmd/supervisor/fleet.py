@@ -254,10 +254,13 @@ class Fleet:
             proc.version = self.current
             slot.proc = proc
             self.poller.register(proc.pidfd, partial(self._on_exit, slot, proc))
+            running = proc.first_report_at is not None
             if proc.health_fd is not None:
-                self.poller.register(proc.health_fd, partial(self._on_health, proc))
+                self.poller.register(proc.health_fd, partial(self._on_health, proc),
+                                     batched=running)
             for fd, priority in proc.output_fds.items():
-                self.poller.register(fd, partial(self._on_output, proc, fd, priority))
+                self.poller.register(fd, partial(self._on_output, proc, fd, priority),
+                                     batched=running)
             t = self.config.timeouts
             if proc.term_sent_at is not None:
                 proc.track(self.timers.call_at(proc.term_sent_at + t.shutdown,
@@ -423,6 +426,7 @@ class Fleet:
         first = proc.first_report_at is None
         if first:
             proc.first_report_at = now
+            self._batch_pipes(proc)
             if proc.state is State.BOOTING:
                 self._transition(proc, State.RUNNING)
             if config.timeouts.report < config.timeouts.boot:  # re-arm earlier
@@ -443,6 +447,15 @@ class Fleet:
             info = config.health[code]
             if info.restarts:
                 self.terminate(proc, StopReason.HEALTH, now, f"reported {info.name} ({code})")
+
+    def _batch_pipes(self, proc: NodeProcess) -> None:
+        """A node that reported runs: its pipes are read in the poller's batches from now on
+        (at most ten rounds a second for the whole fleet); until then each report counts (a
+        first start's READY=1, a replacement's first report), so each wakes the loop."""
+        if proc.health_fd is not None:
+            self.poller.batch(proc.health_fd)
+        for fd in proc.output_fds:
+            self.poller.batch(fd)
 
     def _resume_health(self, proc: NodeProcess) -> None:
         if proc.health_fd is not None:

@@ -193,3 +193,99 @@ def test_resume_restores_the_events_the_fd_was_registered_for(
     poller.unregister(w)
     poller.register(w, lambda: calls.append("again"))  # reading a pipe's write end: never
     assert poller.poll(0) == 0
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_batched_fds_are_served_together_once_per_interval(pipes) -> None:
+    clock = FakeClock()
+    poller = Poller(batch_interval=0.1, clock=clock)
+    seen: list[int] = []
+    try:
+        for i, (r, _) in enumerate(pipes[:2]):
+            poller.register(r, lambda i=i, r=r: (seen.append(i), os.read(r, 100)), batched=True)
+        os.write(pipes[0][1], b"0\n")
+        poller.poll(0)
+        assert seen == [0] and poller.batches == 1  # the first round is served at once
+        os.write(pipes[0][1], b"0\n")
+        os.write(pipes[1][1], b"0\n")
+        poller.poll(0)
+        assert seen == [0] and poller.batches == 1  # resting: nothing served
+        clock.now += 0.05
+        poller.poll(0)
+        assert seen == [0]
+        clock.now += 0.05  # the group opens: both ready fds in one round
+        poller.poll(0)
+        poller.poll(0)
+        assert sorted(seen[1:]) == [0, 1] and poller.batches == 2
+    finally:
+        poller.close()
+
+
+def test_a_fast_fd_wakes_at_once_while_the_group_rests(pipes) -> None:
+    clock = FakeClock()
+    poller = Poller(batch_interval=10.0, clock=clock)
+    fast: list[bytes] = []
+    try:
+        r0, w0 = pipes[0]
+        poller.register(r0, lambda: os.read(r0, 100), batched=True)
+        os.write(w0, b"0\n")
+        poller.poll(0)
+        os.write(w0, b"0\n")
+        poller.poll(0)  # the group now rests for 10 s (fake)
+        r1, w1 = pipes[1]
+        poller.register(r1, lambda: fast.append(os.read(r1, 100)))
+        os.write(w1, b"death")
+        assert poller.poll(1.0) == 1 and fast == [b"death"]
+    finally:
+        poller.close()
+
+
+def test_a_resting_group_shortens_the_wait_to_its_opening(pipes) -> None:
+    poller = Poller(batch_interval=0.05)
+    served: list[bytes] = []
+    try:
+        r, w = pipes[0]
+        poller.register(r, lambda: served.append(os.read(r, 100)), batched=True)
+        os.write(w, b"a")
+        poller.poll(0)
+        os.write(w, b"b")
+        poller.poll(0)  # resting
+        import time
+
+        started = time.monotonic()
+        while len(served) < 2 and time.monotonic() - started < 5:
+            poller.poll(None)  # no timer: the group's opening bounds the wait
+        assert served == [b"a", b"b"]
+    finally:
+        poller.close()
+
+
+def test_batch_moves_pause_and_unregister(pipes) -> None:
+    poller = Poller(batch_interval=0.0)
+    served: list[bytes] = []
+    try:
+        r, w = pipes[0]
+        poller.register(r, lambda: served.append(os.read(r, 100)))
+        poller.batch(r)
+        assert r in poller and len(poller.fds()) == 2  # the fd and the group's epoll
+        poller.pause(r)
+        os.write(w, b"x")
+        poller.poll(0)
+        assert served == []
+        poller.resume(r)
+        poller.poll(0)
+        poller.poll(0)
+        assert served == [b"x"]
+        poller.unregister(r)
+        os.write(w, b"y")
+        poller.poll(0)
+        assert served == [b"x"] and r not in poller
+    finally:
+        poller.close()
