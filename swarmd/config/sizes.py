@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:([KMGT])(i?))?\s*$", re.IGNORECASE)
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:([KMGT])(i?)|B)?\s*$", re.IGNORECASE)
 _DECIMAL_UNIT = re.compile(r"^\s*\d+(?:\.\d+)?\s*[KMGT]B\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 _HINT = "expected a size like 512M, 1G or 1048576 (bytes)"

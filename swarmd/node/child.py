@@ -24,7 +24,7 @@ from swarmd.api import Node
 from swarmd.config.output import OutputLimit
 from swarmd.node.apps import resolve
 from swarmd.systemd import journal
-from swarmd.systemd.events import NODE_IDENTIFIER
+from swarmd.systemd.events import FLEET, NODE_IDENTIFIER
 from swarmd.systemd.ratelimit import OutputLimiter
 
 try:  # signal.signal without the enum wrapping of the old handler, which for a Python handler
@@ -129,8 +129,12 @@ class JournalHandler(logging.Handler):
 
 
 def _node_fields(spec: ChildSpec) -> dict[str, Any]:
-    return {"SYSLOG_IDENTIFIER": NODE_IDENTIFIER, "SWARMD_NODE_ID": spec.node_id,
-            "SWARMD_NODE_GENERATION": spec.generation, "SWARMD_NODE_PID": os.getpid()}
+    fields = {"SYSLOG_IDENTIFIER": NODE_IDENTIFIER, "SWARMD_NODE_ID": spec.node_id,
+              "SWARMD_NODE_GENERATION": spec.generation, "SWARMD_NODE_PID": os.getpid(),
+              "SYSLOG_PID": os.getpid()}
+    if FLEET is not None:
+        fields["SWARMD_FLEET"] = FLEET
+    return fields
 
 
 def _restore_fd_limit(spec: ChildSpec) -> None:

@@ -1,4 +1,6 @@
-"""Restart backoff of one slot: exponential delays, forgotten after a healthy stretch."""
+"""Restart backoff of one slot: the first failure in a row restarts at once (a crash now and
+then costs no wait, as with gunicorn), the next ones wait restart.delay, then twice that, and
+so on up to max_delay; a healthy stretch of reset_after forgets them."""
 
 from __future__ import annotations
 
@@ -25,10 +27,11 @@ class Backoff:
         return self.delay(self.failures)
 
     def delay(self, failures: int) -> float:
-        """delay * 2^(failures-1), capped at max_delay; 0 stays 0 (restart at once)."""
-        if self.policy.delay <= 0 or failures <= 0:
+        """0 for the first failure in a row, then delay * 2^(failures-2), capped at
+        max_delay; a delay of 0 restarts at once every time."""
+        if self.policy.delay <= 0 or failures <= 1:
             return 0.0
-        return min(self.policy.delay * 2 ** min(failures - 1, 60), self.policy.max_delay)
+        return min(self.policy.delay * 2 ** min(failures - 2, 60), self.policy.max_delay)
 
     def reset(self) -> None:
         self.failures = 0

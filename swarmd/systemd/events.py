@@ -7,6 +7,7 @@ writes one readable line, for a foreground run or a stderr that is not the journ
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import NamedTuple, Protocol, TextIO
@@ -18,6 +19,9 @@ from swarmd.systemd import journal
 from swarmd.systemd.native import JournalSender, encode_entry
 
 SUPERVISOR_IDENTIFIER = "swarmd"
+# The fleet's name under a template unit (swarmd@NAME sets SWARMD_FLEET=NAME): on every entry,
+# so `journalctl -t swarmd SWARMD_FLEET=NAME` tells the fleets of one host apart.
+FLEET = os.environ.get("SWARMD_FLEET") or None
 NODE_IDENTIFIER = "swarmd-node"
 
 
@@ -119,6 +123,8 @@ def journal_fields(event: Event) -> dict[str, str | int]:
         "MESSAGE_ID": KINDS[event.kind].message_id,
         "SWARMD_EVENT": event.kind,
     }
+    if FLEET is not None:
+        fields["SWARMD_FLEET"] = FLEET
     if event.node is not None:
         fields["SWARMD_NODE_ID"] = event.node.id
         fields["SWARMD_NODE_PID"] = event.node.pid
@@ -128,13 +134,19 @@ def journal_fields(event: Event) -> dict[str, str | int]:
 
 
 def node_output_fields(node: NodeRef, priority: int) -> dict[str, str | int]:
-    return {
+    """A line a node printed: journald stamps the supervisor's _PID (it sent it), SYSLOG_PID
+    names the node, which `journalctl` shows as swarmd-node[PID] (as syslog lines do)."""
+    fields: dict[str, str | int] = {
         "PRIORITY": priority,
         "SYSLOG_IDENTIFIER": NODE_IDENTIFIER,
+        "SYSLOG_PID": node.pid,
         "SWARMD_NODE_ID": node.id,
         "SWARMD_NODE_PID": node.pid,
         "SWARMD_NODE_GENERATION": node.generation,
     }
+    if FLEET is not None:
+        fields["SWARMD_FLEET"] = FLEET
+    return fields
 
 
 class JournalSink:

@@ -64,6 +64,7 @@ def test_every_line_of_a_node_reaches_the_journal_tagged_with_it(swarmd: Swarmd)
         assert field(entry, "PRIORITY") == priority, text
         assert int(field(entry, "_PID")) == sender, text
         assert [field(entry, name) for name in NODE_FIELDS] == ["1", str(one["pid"]), "0"]
+        assert int(field(entry, "SYSLOG_PID")) == one["pid"], text
 
     # One node's story: its supervisor events and its own lines, nothing of the others.
     story = node_entries(swarmd, 1)

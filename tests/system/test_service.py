@@ -237,6 +237,11 @@ def test_template_instances_run_side_by_side(units: Container) -> None:
         assert {field(e, "SWARMD_NODE_ID") for e in a.events("node.started")} == {"0", "1"}
         assert {field(e, "SWARMD_NODE_ID") for e in b.events("node.started")} == {
             "10", "11", "12"}
+        # ... and `journalctl -t swarmd` of the host tells the fleets apart by SWARMD_FLEET
+        for fleet, nodes in (("a", {"0", "1"}), ("b", {"10", "11", "12"})):
+            started = units.journal("SYSLOG_IDENTIFIER=swarmd", "SWARMD_EVENT=node.started",
+                                    f"SWARMD_FLEET={fleet}", since_cursor=a.cursor)
+            assert {field(e, "SWARMD_NODE_ID") for e in started} >= nodes, started
     finally:
         a.reset()
         b.reset()

@@ -42,6 +42,11 @@ def problem_of(section: str, key: str, value: str) -> str:
         ("5", 5.0),          # a plain YAML number is seconds
         ("0.5", 0.5),
         ("90", 90.0),
+        ("1m30s", 90.0),     # what format_duration prints, read back
+        ("5min", 300.0),     # systemd's spellings (systemd.time(7))
+        ("'1h 30min'", 5400.0),
+        ("2sec", 2.0),
+        ("250msec", 0.25),
     ],
 )
 @pytest.mark.parametrize("section, key", DURATION_KEYS)
@@ -55,9 +60,9 @@ def test_valid_durations(section: str, key: str, value: str, seconds: float) -> 
         ("'5'", "expected a duration like 30s, 500ms or 2m, got '5'"),  # a string needs a unit
         ("abc", "got 'abc'"),
         ("true", "got True"),
-        ("5d", "got '5d'"),
-        ("5S", "got '5S'"),
-        ("1m30s", "got '1m30s'"),
+        ("5x", "got '5x'"),
+        ("5S", "got '5S'"),   # units are lower case, as systemd's
+        ("'1m 30'", "got '1m 30'"),  # every part needs its unit
         ("-1s", "got '-1s'"),
         (".5s", "got '.5s'"),
         ("[1s]", "got a list"),
@@ -154,3 +159,19 @@ def test_format_duration_reads_back_with_parse_duration(text: str) -> None:
 
 def test_format_duration_keeps_seconds_above_an_hour() -> None:
     assert format_duration(3690) == "1h1m30s"
+
+
+@pytest.mark.parametrize("seconds", [0.0, 0.25, 1.5, 59.0, 60.0, 90.0, 3599.0, 3600.0, 3725.0,
+                                     86400.0, 90061.0])
+def test_every_printed_duration_reads_back(seconds: float) -> None:
+    from swarmd.config.durations import format_duration, parse_duration
+
+    assert parse_duration(format_duration(seconds)) == pytest.approx(seconds)
+
+
+def test_days_and_micro_seconds() -> None:
+    from swarmd.config.durations import parse_duration
+
+    assert parse_duration("1d 2h") == 93600.0
+    assert parse_duration("2 days") == 172800.0
+    assert parse_duration("1500us") == pytest.approx(0.0015)

@@ -177,3 +177,10 @@ def test_every_problem_is_reported_and_the_good_keys_kept() -> None:
     limits, problems = limits_of("limits:\n  memory: x\n  memory_max: 2G\n  lifetime: y\n")
     assert [p.split(": ")[1] for p in problems] == ["limits.memory", "limits.lifetime"]
     assert limits == Limits(memory_max=2 << 30)
+
+
+@pytest.mark.parametrize("size", [0, 900, 1024, 12 * 1024 * 1024, 150 << 20, 1_288_490_189])
+def test_approx_sizes_read_back_within_their_rounding(size: int) -> None:
+    """What a message prints (`memory 612M above limits.memory 512M`) is a valid config
+    value, within the 3 significant digits it shows."""
+    assert abs(parse_size(approx_size(size)) - size) <= max(size * 0.005, 0)

@@ -87,6 +87,7 @@ def test_node_output_is_tagged_with_the_node() -> None:
     assert node_output_fields(NODE, 6) == {
         "PRIORITY": 6,
         "SYSLOG_IDENTIFIER": "swarmd-node",
+        "SYSLOG_PID": NODE.pid,
         "SWARMD_NODE_ID": 3,
         "SWARMD_NODE_PID": 812,
         "SWARMD_NODE_GENERATION": 2,
