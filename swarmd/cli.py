@@ -1,4 +1,5 @@
-"""Command line: run, check, status, reload, quiet (and _candidate, a deploy's loader)."""
+"""Command line: run, check, status, reload, quiet, install, uninstall (and _candidate, a
+deploy's loader)."""
 
 from __future__ import annotations
 
@@ -97,6 +98,21 @@ def cmd_quiet(args: argparse.Namespace) -> int:
     return 0 if reply.get("ok") else 1
 
 
+def cmd_install(args: argparse.Namespace) -> int:
+    from swarmd.install import InstallError, install, uninstall
+
+    try:
+        if args.cmd == "install":
+            lines = install(args.name, args.config, args.user, args.root, args.print)
+        else:
+            lines = uninstall(args.name, args.root)
+    except (InstallError, OSError) as exc:
+        warn(f"swarmd {args.cmd}: {exc}")
+        return 1
+    print("\n".join(lines))
+    return 0
+
+
 def _formatter(prog: str) -> argparse.HelpFormatter:
     """argparse's help formatter, given the terminal width so that it does not `import shutil`
     for it: that loads bz2, lzma and zlib into the supervisor every node is forked from (the
@@ -112,7 +128,7 @@ def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="swarmd", description=__doc__, formatter_class=_formatter)
     top.add_argument("--version", action="version", version=f"swarmd {__version__}")
     sub = top.add_subparsers(dest="cmd", required=True,
-                             metavar="{run,check,status,reload,quiet}")
+                             metavar="{run,check,status,reload,quiet,install,uninstall}")
     for name, func, text in (("run", cmd_run, "run the supervisor in the foreground"),
                              ("check", cmd_check, "validate the config")):
         p = sub.add_parser(name, help=text, formatter_class=_formatter)
@@ -129,6 +145,21 @@ def parser() -> argparse.ArgumentParser:
         if name == "status":
             p.add_argument("--json", action="store_true", help="machine-readable output")
         p.set_defaults(func=func)
+    for name, text in (("install", "write a systemd unit for this venv's swarmd, the journal "
+                                    "catalog and (if none) an example config"),
+                       ("uninstall", "remove the unit `swarmd install` wrote (never a config)")):
+        p = sub.add_parser(name, help=text, description=text, formatter_class=_formatter)
+        p.add_argument("--name", default="swarmd", help="the unit's name (default: swarmd)")
+        p.add_argument("--root", default="/", help="write under this directory instead of / "
+                                                   "(an image being built); nothing is run")
+        if name == "install":
+            p.add_argument("--config", help="the fleet's config (default: /etc/swarmd.yaml, "
+                                            "or /etc/swarmd/NAME.yaml for another --name)")
+            p.add_argument("--user", help="run as this existing user instead of a transient "
+                                          "one (DynamicUser=yes)")
+            p.add_argument("--print", action="store_true",
+                           help="print the unit, write nothing")
+        p.set_defaults(func=cmd_install)
     p = sub.add_parser("_candidate", formatter_class=_formatter)  # not listed: swarmd's own
     p.add_argument("--fd", type=int, required=True)
     p.add_argument("--supervisor-pid", type=int, required=True)

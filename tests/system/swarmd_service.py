@@ -1,6 +1,6 @@
 """The shipped swarmd units, installed in a test container, and ways to look at them.
 
-The units under test are the real files of ``packaging/systemd/`` with one change: their
+The units under test are the real files of ``swarmd/share/`` with one change: their
 ``/usr/local/bin/swarmd`` becomes ``python -m swarmd`` of this checkout, bound read-only at
 /opt/swarmd in the container. A drop-in adds what only the tests need: ``PYTHONPATH`` for
 the package and the test apps in ``tests/apps``. Nothing of the sandbox is relaxed.
@@ -20,7 +20,7 @@ from swarmd.systemd.events import KINDS
 from tests.system.container import Container, JournalEntry, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
-PACKAGING = REPO / "packaging" / "systemd"
+PACKAGING = REPO / "swarmd" / "share"
 SHIPPED_SWARMD = "/usr/local/bin/swarmd"
 SWARMD = str(Path(sys.prefix) / "bin" / "swarmd")  # the venv's, for root inside the container
 
