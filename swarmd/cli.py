@@ -66,6 +66,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     reply = _ask(args, {"command": "status"}, 10.0)
     if reply is None:
         return 3  # LSB: program is not running
+    if not reply.get("ok", True):
+        warn(f"swarmd: {reply.get('error')}")
+        return 4  # LSB: insufficient privilege (or another refusal, told above)
     if args.json:
         import json
 
@@ -76,6 +79,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     rows = [NodeRow.from_dict(node) for node in reply.get("nodes", [])]  # type: ignore[union-attr]
     print(f"swarmd (pid {reply.get('pid')}): {reply.get('status')}")
     print(format_table(rows))
+    configured = reply.get("configured_nodes")
+    if isinstance(configured, int) and configured != len(rows):
+        print(f"scaled to {len(rows)} node(s) by `swarmd scale`; the config says {configured} "
+              f"(the next deploy scales back to it)")
     deploy = reply.get("deploy")
     if isinstance(deploy, dict) and deploy.get("result") in ("rolled back", "rejected"):
         print(f"last deploy: {deploy['result']}: {deploy.get('reason')}")
@@ -84,6 +91,14 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_reload(args: argparse.Namespace) -> int:
     reply = _ask(args, {"command": "reload"}, None)
+    if reply is None:
+        return 1
+    print(reply.get("message") or reply.get("error"), file=sys.stderr)
+    return 0 if reply.get("ok") else 1
+
+
+def cmd_scale(args: argparse.Namespace) -> int:
+    reply = _ask(args, {"command": "scale", "nodes": args.nodes}, 10.0)
     if reply is None:
         return 1
     print(reply.get("message") or reply.get("error"), file=sys.stderr)
@@ -128,7 +143,7 @@ def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="swarmd", description=__doc__, formatter_class=_formatter)
     top.add_argument("--version", action="version", version=f"swarmd {__version__}")
     sub = top.add_subparsers(dest="cmd", required=True,
-                             metavar="{run,check,status,reload,quiet,install,uninstall}")
+                             metavar="{run,check,status,reload,quiet,scale,install,uninstall}")
     for name, func, text in (("run", cmd_run, "run the supervisor in the foreground"),
                              ("check", cmd_check, "validate the config")):
         p = sub.add_parser(name, help=text, formatter_class=_formatter)
@@ -137,13 +152,17 @@ def parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
     for name, func, text in (("status", cmd_status, "show every node of the running swarmd"),
                              ("reload", cmd_reload, "reload and wait until it finished"),
-                             ("quiet", cmd_quiet, "quiet every node (SIGTSTP)")):
+                             ("quiet", cmd_quiet, "quiet every node (SIGTSTP)"),
+                             ("scale", cmd_scale, "run N nodes until the next deploy (slots "
+                                                  "added or removed, the others untouched)")):
         p = sub.add_parser(name, help=text, formatter_class=_formatter)
         p.add_argument("-i", "--instance", help="the instance of swarmd@INSTANCE.service")
         p.add_argument("--runtime-dir", help="the runtime directory holding control.sock "
                                              "(default: $RUNTIME_DIRECTORY, else /run/swarmd)")
         if name == "status":
             p.add_argument("--json", action="store_true", help="machine-readable output")
+        if name == "scale":
+            p.add_argument("nodes", type=int, help="how many nodes to run")
         p.set_defaults(func=func)
     for name, text in (("install", "write a systemd unit for this venv's swarmd, the journal "
                                     "catalog and (if none) an example config"),

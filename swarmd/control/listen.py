@@ -1,11 +1,14 @@
 """The listening socket of the control server, and what it does with a connection it will
-not serve: mode 0600 in the runtime directory, a stale socket of a killed supervisor removed,
-the peer's uid read (SO_PEERCRED), a spare fd held for when the fd table is full."""
+not serve: in the runtime directory, open to every local user (each request is judged by the
+peer's credentials, SO_PEERCRED: see Access), a stale socket of a killed supervisor removed, a
+spare fd held for when the fd table is full."""
 
 from __future__ import annotations
 
 import contextlib
+import enum
 import errno
+import grp
 import os
 import socket
 import struct
@@ -15,10 +18,42 @@ from swarmd.control.base import ControlError
 MAX_SOCKET_PATH = 107  # bytes of sun_path, without its NUL
 
 
-def peer_uid(conn: socket.socket) -> int:
+# Who may read a fleet's status without root: those who may read its journal anyway.
+READER_GROUPS = ("adm", "systemd-journal")
+
+
+class Access(enum.Enum):
+    FULL = "full"  # root or the service's own user: every command
+    READ = "read"  # a member of READER_GROUPS: status only
+    NONE = "none"
+
+
+def reader_gids() -> set[int]:
+    gids = set()
+    for name in READER_GROUPS:
+        with contextlib.suppress(KeyError):
+            gids.add(grp.getgrnam(name).gr_gid)
+    return gids
+
+
+def peer_access(conn: socket.socket, readers: set[int]) -> Access:
     creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    _pid, uid, _gid = struct.unpack("3i", creds)
-    return uid
+    pid, uid, gid = struct.unpack("3i", creds)
+    if uid in (0, os.getuid()):
+        return Access.FULL
+    return Access.READ if readers & ({gid} | _groups_of(pid)) else Access.NONE
+
+
+def _groups_of(pid: int) -> set[int]:
+    """The supplementary groups of a process (the peer's, as it connected)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("Groups:"):
+                    return {int(gid) for gid in line.split()[1:]}
+    except (OSError, ValueError):
+        pass
+    return set()
 
 
 def listen(directory: str, path: str) -> socket.socket:
@@ -35,7 +70,7 @@ def listen(directory: str, path: str) -> socket.socket:
             sock.bind(path)
         finally:
             os.umask(old_umask)
-        os.chmod(path, 0o600)
+        os.chmod(path, 0o666)  # anyone may connect; what each may ask is peer_access's
         sock.listen(16)
         sock.setblocking(False)
     except BaseException:

@@ -21,7 +21,15 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from swarmd.control.base import ControlError, socket_path
-from swarmd.control.listen import listen, open_spare, peer_uid, refuse
+from swarmd.control.listen import (
+    READER_GROUPS,
+    Access,
+    listen,
+    open_spare,
+    peer_access,
+    reader_gids,
+    refuse,
+)
 from swarmd.loop.poller import EPOLLIN, EPOLLOUT, Poller
 
 if TYPE_CHECKING:
@@ -66,11 +74,13 @@ class Phase(Enum):
 
 
 class _Client:
-    __slots__ = ("sock", "fd", "phase", "data", "request", "timer", "read_eof", "closed")
+    __slots__ = ("sock", "fd", "phase", "data", "request", "timer", "read_eof", "closed",
+                 "access")
 
     def __init__(self, sock: socket.socket, phase: Phase = Phase.READING,
-                 data: bytes = b"") -> None:
+                 data: bytes = b"", access: Access = Access.FULL) -> None:
         self.sock = sock
+        self.access = access
         self.fd = sock.fileno()
         self.phase = phase
         self.data = data  # READING: the request so far; WRITING: what is left of the reply
@@ -110,6 +120,7 @@ class ControlServer:
         self.handler = handler
         self.clients: dict[int, _Client] = {}
         self._spare = open_spare()
+        self._readers = reader_gids()
         self._poller: Poller | None = None
         self._timers: Timers | None = None
         self._clock: Callable[[], float] = time.monotonic
@@ -125,7 +136,8 @@ class ControlServer:
         clients = []
         for client in self.clients.values():
             os.set_inheritable(client.fd, True)
-            entry: dict[str, Any] = {"fd": client.fd, "phase": client.phase.value}
+            entry: dict[str, Any] = {"fd": client.fd, "phase": client.phase.value,
+                                     "access": client.access.value}
             if client.phase is Phase.WAITING:
                 entry["request"] = client.request
                 entry["read_eof"] = client.read_eof
@@ -167,7 +179,8 @@ class ControlServer:
                 continue  # gone with the old image: nothing to answer
             try:
                 phase = Phase(entry["phase"])
-                client = _Client(conn, phase, str(entry.get("data", "")).encode("latin-1"))
+                client = _Client(conn, phase, str(entry.get("data", "")).encode("latin-1"),
+                                 Access(entry.get("access", Access.FULL.value)))
                 if phase is Phase.WAITING:
                     client.request = dict(entry["request"])
                     client.read_eof = bool(entry.get("read_eof"))
@@ -226,16 +239,17 @@ class ControlServer:
     def _admit(self, conn: socket.socket) -> None:
         conn.setblocking(False)
         try:
-            allowed = peer_uid(conn) in (0, os.getuid())
+            access = peer_access(conn, self._readers)
         except OSError:
-            allowed = False
-        if not allowed:
-            refuse(conn, "permission denied")
+            access = Access.NONE
+        if access is Access.NONE:
+            refuse(conn, f"permission denied: swarmd status needs root, the service's user, "
+                         f"or a member of group {' or '.join(READER_GROUPS)}")
             return
         if len(self.clients) >= MAX_CLIENTS and not self._evict():
             refuse(conn, f"too many control clients at once ({MAX_CLIENTS}); try again")
             return
-        client = _Client(conn)
+        client = _Client(conn, access=access)
         self.clients[client.fd] = client
         assert self._poller is not None
         self._poller.register(conn, partial(self._on_client, client))
@@ -324,6 +338,12 @@ class ControlServer:
         request = parse_request(buffer[:end])
         if isinstance(request, str):
             self._answer(client, {"ok": False, "error": request})
+            return
+        if client.access is not Access.FULL and request.get("command") != "status":
+            self._answer(client, {"ok": False, "error": "permission denied: only root or the "
+                                                        "service's user may change the fleet; "
+                                                        "status is open to group "
+                                                        f"{' or '.join(READER_GROUPS)}"})
             return
         client.phase = Phase.WAITING
         client.request = request

@@ -303,6 +303,17 @@ def _setup_logging(spec: ChildSpec) -> logging.Logger:
     return logging.getLogger("swarmd.node")
 
 
+def own_frames(frame: Any) -> traceback.StackSummary:
+    """The stack of `frame`, from the app's function down: the frames below it are the
+    supervisor's, inherited from the fork (its loop, the spawn), which say nothing of the app."""
+    frames = list(traceback.walk_stack(frame))  # innermost first
+    for index, (each, _) in enumerate(frames):
+        if each.f_code is _run_app.__code__:
+            frames = frames[:index]
+            break
+    return traceback.StackSummary.extract(reversed(frames))
+
+
 def _dump_stacks(log: logging.Logger) -> None:
     """Every thread's stack as one entry (SIGTTIN), written from a helper thread so that the
     main thread is shown where the app really is, not inside a signal handler."""
@@ -313,7 +324,7 @@ def _dump_stacks(log: logging.Logger) -> None:
         frame = frames.get(thread.ident) if thread.ident is not None else None
         if frame is None or thread.ident == me:
             continue
-        stack = "".join(traceback.format_stack(frame))
+        stack = "".join(traceback.format_list(own_frames(frame)))
         parts.append(f'Thread "{thread.name}" ({thread.ident}):\n{stack}')
     log.info("stacks of %d threads (SIGTTIN):\n%s", len(parts), "\n".join(parts))
 

@@ -249,6 +249,49 @@ class Supervisor:
             raise
         return self.exit_code
 
+    def scale(self, count: Any) -> tuple[bool, str]:
+        """`swarmd scale N`: slots added (started at once) or the highest removed (TSTP, drain,
+        TERM), every other node untouched. Runtime only: the next deploy takes `nodes` from
+        the config again."""
+        from swarmd.config.validate import MAX_NODES
+
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_NODES:
+            return False, f"scale takes a number of nodes from 1 to {MAX_NODES}, got {count!r}"
+        if self.stopping:
+            return False, "swarmd is stopping"
+        if self.deploy is not None:
+            return False, "a deploy is running: scale once it is done"
+        if self.fleet.quiet:
+            return False, "swarmd is quiet: nothing starts until a reload, which scales back " \
+                          "to the config"
+        fleet = self.fleet
+        going = [slot for slot in fleet.slots.values() if slot.proc is not None
+                 and slot.proc.stop_reason is StopReason.REMOVED]
+        staying = sorted(slot_id for slot_id in fleet.slots
+                         if fleet.slots[slot_id] not in going)
+        before = len(staying)
+        if count > before:
+            free = (slot_id for slot_id in range(self.config.node_id_offset, 1 << 31)
+                    if slot_id not in fleet.slots)
+            for slot_id in [next(free) for _ in range(count - before)]:
+                slot = fleet.add_slot(slot_id)
+                self.resources.add_slot(slot_id, self.config.limits.memory_max)
+                fleet.start(slot)
+        else:
+            for slot_id in staying[count:]:
+                slot = fleet.slots[slot_id]
+                if slot.proc is None:
+                    fleet.drop_slot(slot)
+                else:
+                    fleet.drain(slot.proc, StopReason.REMOVED)
+        fleet.mark_dirty()
+        configured = self.config.nodes
+        note = "" if count == configured else (f"; the config says {configured}: the next "
+                                               f"deploy scales back to it")
+        message = f"scaled from {before} to {count} node(s){note}"
+        self.emit("swarmd.scaled", message, fields={"SWARMD_NODES": count})
+        return True, message
+
     def _kill_leftovers(self) -> int:
         """Every node is gone: what is still a child of ours is something a node left (a
         daemon it double-forked, orphaned to us), which no stop may leave running. Under a
@@ -349,10 +392,14 @@ class Supervisor:
                    "status": self.status_text(), "mode": self.mode(),
                    "restarts": self.fleet.restarts, "config": self.config.path,
                    "cgroups": self.resources.enabled, "metrics": self.telemetry.where(),
+                   "configured_nodes": self.config.nodes,
                    "deploy": deploy.to_dict() if deploy else None,
                    "nodes": [row.to_dict(now) for row in self.rows()]})
         elif command == "reload":
             self.request_deploy(reply)
+        elif command == "scale":
+            ok, message = self.scale(request.get("nodes"))
+            reply({"ok": ok, "message" if ok else "error": message})
         elif command == "quiet":
             self.enter_quiet()
             reply({"ok": True, "message": f"quiet: TSTP sent to {len(self.fleet.live())} "
@@ -387,9 +434,21 @@ class Supervisor:
         self.enter_quiet()
 
     def handle_ttin(self) -> None:
-        for proc in self.fleet.live():
-            if not proc.is_command:  # a program's default for TTIN is to stop itself
-                proc.send(signal.SIGTTIN)
+        """Stacks: the supervisor's own threads in one entry, and every Python node's (each
+        writes its own); a command node is left alone (TTIN's default would stop it)."""
+        import threading
+        import traceback
+
+        frames = sys._current_frames()
+        parts = [f'Thread "{thread.name}" ({thread.ident}):\n'
+                 + "".join(traceback.format_stack(frames[thread.ident]))
+                 for thread in threading.enumerate()
+                 if thread.ident is not None and thread.ident in frames]
+        nodes = [proc for proc in self.fleet.live() if not proc.is_command]
+        self.emit("swarmd.stacks", f"supervisor stacks of {len(parts)} thread(s) (SIGTTIN; "
+                  f"{len(nodes)} node(s) write theirs):\n" + "\n".join(parts))
+        for proc in nodes:
+            proc.send(signal.SIGTTIN)
 
     def handle_chld(self) -> None:
         """A child ended: nodes and candidates are reaped through their pidfds; this reaps

@@ -113,7 +113,7 @@ class Deploy:
         self.new_config: Config | None = None
         self.new_version = -1
         self.version_name: str | None = None
-        self.old_ids = list(fleet.config.node_ids)
+        self.old_ids = sorted(fleet.slots)  # the config's, or what `swarmd scale` made
         self.plan: deque[int] = deque()
         self.total = 0
         self.replaced = 0

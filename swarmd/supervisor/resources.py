@@ -72,6 +72,12 @@ class Resources:
                     "limits.memory still recycles a node above it")
         return self.tree.problem
 
+    def add_slot(self, slot_id: int, memory_max: int | None) -> None:
+        """A slot added at run time (`swarmd scale`): its group, once the tree is arranged
+        (before, settle makes every slot's)."""
+        if self.tree is not None and self.settled:
+            self.tree.create(slot_id, memory_max)
+
     def started(self, proc: NodeProcess) -> None:
         """A node forked: sample it; note its cgroup's OOM count (a later rise tells an OOM)."""
         self.sampler.track(proc.id, proc.pid)

@@ -41,6 +41,8 @@ KINDS: dict[str, Kind] = {
         Kind("swarmd.reload_failed", "5b5aab10a9174747a5cd5f2a15f10697", 3),
         Kind("swarmd.deploy_failed", "422bfeb5992340388824a6965c5a8dfd", 3),
         Kind("swarmd.resources", "460263cb28784cc495d9799be28fea06", 4),
+        Kind("swarmd.scaled", "559c41eb8ebd4de7afe3bafcdfc7aa85", 5),
+        Kind("swarmd.stacks", "73f9ce7cb8464a2b85e5322973ab3f42", 6),
         Kind("swarmd.metrics", "466cab6640a6442d904601b93d54c4d8", 4),
         Kind("swarmd.quiet", "759aca88ec2443669561a295005b83c4", 5),
         Kind("swarmd.stopping", "8035ac3fee164f5380548df2eace908a", 5),

@@ -137,10 +137,17 @@ def test_ttin_makes_every_node_write_the_stacks_of_all_its_threads(swarm):
     s = swarm(base_config(nodes=2))
     s.wait_ready()
     s.signal(signal.SIGTTIN)
-    wait_for(lambda: s.output().count("stacks of") >= 2, 10, "a stack dump from each node")
+    wait_for(lambda: s.output().count("stacks of") >= 3, 10,
+             "a stack dump from the supervisor and each node")
     out = s.output()
-    assert 'Thread "MainThread"' in out and "in steady" in out  # where the app really is
-    assert 'Thread "swarmd-parent-check"' in out
+    assert "supervisor stacks of 1 thread(s) (SIGTTIN; 2 node(s) write theirs)" in out
+    assert "in handle_ttin" in out  # the supervisor's loop, dispatching the signal
+    nodes = out[out.index("swarmd-node[0]"):]
+    assert 'Thread "MainThread"' in nodes and "in steady" in nodes  # where the app really is
+    assert 'Thread "swarmd-parent-check"' in nodes
+    # a node's stack starts at the app: nothing inherited from the supervisor's fork
+    dumps = [chunk for chunk in out.split("stacks of") if "in steady" in chunk]
+    assert dumps and all("in _supervise" not in d and "in spawn" not in d for d in dumps), out
     assert s.nodes()[0]["generation"] == 0  # nobody was harmed
 
 
@@ -200,3 +207,41 @@ def test_a_signal_mask_swarmd_inherits_is_cleared_for_it_and_its_nodes(swarm):
         assert _blocked_signals(node["pid"]) == 0, node
     s.signal(signal.SIGTERM)
     assert s.wait_exit() == 0
+
+
+def test_scale_adds_and_removes_slots_and_leaves_the_others_alone(swarm):
+    s = swarm(base_config(nodes=2))
+    s.wait_ready()
+    before = {i: n["pid"] for i, n in s.nodes().items()}
+
+    def scale(count: int) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "swarmd", "scale", str(count),
+                               "--runtime-dir", str(s.runtime)], capture_output=True, text=True,
+                              timeout=30)
+
+    done = scale(4)
+    assert done.returncode == 0, done.stderr
+    assert "scaled from 2 to 4 node(s); the config says 2" in done.stderr
+    nodes = wait_for(lambda: (n := s.nodes()) and len(n) == 4 and all(
+        x["health"] == "healthy" for x in n.values()) and n, 20, "4 healthy nodes")
+    assert {i: nodes[i]["pid"] for i in (0, 1)} == before  # untouched
+    status = subprocess.run([sys.executable, "-m", "swarmd", "status", "--runtime-dir",
+                             str(s.runtime)], capture_output=True, text=True, timeout=30)
+    assert "scaled to 4 node(s) by `swarmd scale`; the config says 2" in status.stdout
+    s.wait_status("4/4 healthy")
+
+    assert scale(1).returncode == 0
+    wait_for(lambda: sorted(s.nodes()) == [0], 20, "slots 1-3 removed")
+    assert s.nodes()[0]["pid"] == before[0]
+    assert s.status()["restarts"] == 0  # a removal is not a failure
+    out = s.output()
+    assert "node 3 exited with status 0 (removed)" in out, out[-2000:]  # quieted, it left
+
+    bad = scale(0)
+    assert bad.returncode == 1 and "from 1 to 4096" in bad.stderr
+
+    # the next deploy takes `nodes` from the file again
+    reload = subprocess.run([sys.executable, "-m", "swarmd", "reload", "--runtime-dir",
+                             str(s.runtime)], capture_output=True, text=True, timeout=90)
+    assert reload.returncode == 0, reload.stderr
+    assert sorted(s.nodes()) == [0, 1]
