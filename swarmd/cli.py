@@ -37,7 +37,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if os.environ.get("SWARMD_HANDOVER_FD"):  # the end of a deploy: the new code, same process
         return launch.resume()
     from swarmd.candidate.trial import Trial
+    from swarmd.systemd import activation
 
+    activation.take()  # before the first fork: the loader's nodes get the sockets too
     path = config_path(args.config)
     return launch.start(path, Trial(path))
 

@@ -23,7 +23,7 @@ from typing import Any, NamedTuple, NoReturn
 from swarmd.api import Node
 from swarmd.config.output import OutputLimit
 from swarmd.node.apps import resolve
-from swarmd.systemd import journal
+from swarmd.systemd import activation, journal
 from swarmd.systemd.events import FLEET, NODE_IDENTIFIER
 from swarmd.systemd.ratelimit import OutputLimiter
 
@@ -244,6 +244,7 @@ def _run(spec: ChildSpec) -> int:
         os.environ[name] = value          # ~10 copy-on-write faults, even for no variable
     os.environ["SWARMD_NODE_ID"] = str(spec.node_id)
     os.environ["SWARMD_NODE_GENERATION"] = str(spec.generation)
+    activation.for_node()
     if spec.command:
         return _exec(spec)
     return _run_app(spec)
@@ -272,7 +273,7 @@ HEALTH_FD_FOR_COMMANDS = 3  # low and fixed: `echo 0 >&3` works in every shell
 
 def _exec(spec: ChildSpec) -> int:
     _prefer_as_oom_victim(spec)  # a program runs no code of ours after the exec
-    fd = HEALTH_FD_FOR_COMMANDS
+    fd = HEALTH_FD_FOR_COMMANDS + activation.count()  # after the sockets, if any
     if spec.health_fd != fd:
         os.dup2(spec.health_fd, fd, inheritable=True)
         os.close(spec.health_fd)

@@ -19,6 +19,7 @@ from swarmd.candidate.wire import ChannelClosed, Kind
 from swarmd.config import Config, from_data
 from swarmd.node.process import NodeProcess
 from swarmd.node.spawn import NodeLimits, NodePipes
+from swarmd.systemd import activation
 
 CANDIDATE_FD = 3
 
@@ -70,9 +71,11 @@ class Candidate:
     def start(cls, entry: list[str], config_path: str, *, journal: bool, limits: NodeLimits,
               now: float, cgroups: str | None = None) -> Candidate:
         """posix_spawn (no copy of the supervisor's memory) of the swarmd entry point, with
-        one end of a socket pair as fd 3 and no other fd of ours (all are close-on-exec)."""
+        one end of a socket pair as fd 3 (after the listening sockets of a socket-activated
+        unit, which it passes on to its nodes) and no other fd of ours (close-on-exec)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        argv = [*entry, "_candidate", "--fd", str(CANDIDATE_FD), "--supervisor-pid",
+        channel_fd = CANDIDATE_FD + activation.count()  # after the sockets its nodes inherit
+        argv = [*entry, "_candidate", "--fd", str(channel_fd), "--supervisor-pid",
                 str(os.getpid()), "--limits", limits.to_arg(), "-c", config_path]
         if journal:
             argv.append("--journal")
@@ -81,7 +84,7 @@ class Candidate:
         try:
             pid = os.posix_spawn(sys.executable, argv, os.environ,
                                  file_actions=[(os.POSIX_SPAWN_DUP2, theirs.fileno(),
-                                                CANDIDATE_FD)],
+                                                channel_fd)],
                                  setsigmask=set(),
                                  setsigdef=(signal.SIGHUP, signal.SIGTSTP, signal.SIGTTIN,
                                             signal.SIGTERM, signal.SIGINT, signal.SIGQUIT,

@@ -318,3 +318,29 @@ def metrics_worker(node: Node) -> int:
         node.healthy()
         node.stopping.wait(PERIOD)
     return 0
+
+
+def listener(node: Node) -> int:
+    """A web worker of a socket-activated unit: the sockets sd_listen_fds() finds (python-
+    systemd, as an app would) are served, one line per connection: its node, pid and the
+    socket's name; steady meanwhile."""
+    import socket
+    import threading
+
+    from systemd import daemon
+
+    fds = daemon.listen_fds(unset_environment=False)
+    names = os.environ.get("LISTEN_FDNAMES", "").split(":")
+    for index, fd in enumerate(fds):
+        server = socket.socket(fileno=fd)
+        name = names[index] if index < len(names) else "?"
+
+        def serve(server: socket.socket = server, name: str = name) -> None:
+            while True:
+                conn, _ = server.accept()
+                with conn:
+                    conn.sendall(f"node {node.id} pid {os.getpid()} socket {name}\n".encode())
+
+        threading.Thread(target=serve, daemon=True).start()
+    print(f"listening on {fds}", flush=True)
+    return steady(node)

@@ -108,7 +108,8 @@ class Swarm:
 
     def __init__(self, tmp: Path, config: dict[str, Any], *, watchdog_usec: int | None = None,
                  env: dict[str, str] | None = None, runtime: Path | None = None,
-                 preexec: Callable[[], Any] | None = None) -> None:
+                 preexec: Callable[[], Any] | None = None, pass_fds: tuple[int, ...] = (),
+                 launcher: list[str] | None = None) -> None:
         self.tmp = tmp
         self.config_path = tmp / "swarmd.yaml"
         self.write_config(config)
@@ -129,10 +130,12 @@ class Swarm:
             environ["WATCHDOG_USEC"] = str(watchdog_usec)
         environ.update(env or {})
         self.log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        # `launcher`: what runs `swarmd run -c PATH` (default: this interpreter's -m swarmd)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "swarmd", "run", "-c", str(self.config_path)],
+            [*(launcher or [sys.executable, "-m", "swarmd"]), "run", "-c",
+             str(self.config_path)],
             stdout=self.log, stderr=subprocess.STDOUT, env=environ, cwd=str(tmp),
-            preexec_fn=preexec)
+            preexec_fn=preexec, pass_fds=pass_fds)
         self.pid = self.proc.pid
 
     def write_config(self, config: dict[str, Any]) -> None:
