@@ -583,6 +583,25 @@ class Bench:
                     finally:
                         inst.close()
                     self.say(f"N={n} {kind}: {text}")
+        self.kill_with_shipped_defaults(plan.sizes[0])
+
+    def kill_with_shipped_defaults(self, n: int) -> None:
+        """kill -> replacement with the restart section as shipped (delay 1s): a slot's first
+        failure in a row restarts at once, so a kill here costs what it costs with delay 0."""
+        kill = self.figure("kill -> replacement up, shipped restart defaults", n, "ms",
+                           note="restart.delay 1s: each kill is its slot's first failure")
+        inst = self.instance("swarmd", n, period=0.5, config={
+            "restart": {"delay": "1s", "max_delay": "60s", "reset_after": "60s",
+                        "give_up_after": 10}})
+        try:
+            inst.wait_ready()
+            for slot in range(min(n, self.plan.kills)):
+                kill.swarmd.append(self.kill_one(inst, slot)[0])
+                time.sleep(0.05)
+            inst.stop()
+        finally:
+            inst.close()
+        self.say(f"N={n} swarmd, shipped restart defaults: kill {median(kill.swarmd):.1f} ms")
 
     # idle CPU and memory -------------------------------------------------------------------
 

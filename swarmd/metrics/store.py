@@ -14,7 +14,7 @@ from __future__ import annotations
 import enum
 from bisect import bisect_left
 from collections.abc import Iterator
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from swarmd.metrics.names import DEFAULT_BUCKETS, HISTOGRAM_SUFFIXES, Kind, format_value
 from swarmd.metrics.wire import Declaration, MetricUpdates
@@ -293,19 +293,6 @@ class MetricStore:
         if key not in slot.told and len(slot.told) < MAX_EVENTS_PER_NODE:
             slot.told.add(key)
             events.append(MetricsEvent(kind, node, family, message))
-
-    # ---- the hand-over to a supervisor running new code (swarmd.metrics.snapshot) ----------
-
-    def snapshot(self) -> dict[str, Any]:
-        from swarmd.metrics.snapshot import snapshot
-
-        return snapshot(self)
-
-    @classmethod
-    def restore(cls, data: Any, caps: Caps | None = None) -> MetricStore:
-        from swarmd.metrics.snapshot import restore
-
-        return restore(cls(caps), data)
 
     # ---- reading -------------------------------------------------------------------------
 

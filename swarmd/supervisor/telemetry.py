@@ -210,8 +210,12 @@ class Telemetry:
         self.reloads = dict(state["reloads"])
         if self.store is not None and state.get("store") is not None:
             from swarmd.metrics.snapshot import restore
+            from swarmd.metrics.store import MetricStore
 
-            self.store = restore(self.store, state["store"])
+            try:
+                self.store = restore(MetricStore(self.config.caps), state["store"])
+            except ValueError:  # an older shape: app counters start again, once (Prometheus
+                self.store = MetricStore(self.config.caps)  # reads it as a target restart)
         if self.lateness is not None and state.get("lateness"):
             counts, total, count = state["lateness"]
             if len(counts) == len(self.lateness.counts):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from swarmd.metrics.exposition import render
+from swarmd.metrics.snapshot import restore, snapshot
 from swarmd.metrics.store import MAX_EVENTS_PER_NODE, Caps, EventKind, MetricStore
 from swarmd.metrics.wire import MetricUpdates
 from swarmd.node.protocol import HealthParser
@@ -197,8 +198,8 @@ def test_a_snapshot_carries_the_store_over_a_hand_over() -> None:
                            b"g depth nan\nt counter jobs Jobs done.\n"))
     store.apply(1, updates(b"c jobs 2\n"))
     store.apply(1, HealthParser().feed(b"g jobs_total 1\n").metrics)  # type: ignore[arg-type]
-    data = json.loads(json.dumps(store.snapshot()))
-    again = MetricStore.restore(data, store.caps)
+    data = json.loads(json.dumps(snapshot(store)))
+    again = restore(MetricStore(store.caps), data)
     assert text(again) == text(store)
     assert again.total_series == store.total_series == 8  # 5 for took, 3 plain
     assert list(again.node_stats()) == list(store.node_stats())
@@ -212,4 +213,4 @@ def test_a_snapshot_carries_the_store_over_a_hand_over() -> None:
                                   "families": [{"name": "x", "kind": "summary"}]}])
 def test_a_bad_snapshot_is_refused_plainly(data: object) -> None:
     with pytest.raises(ValueError, match="not a metrics snapshot"):
-        MetricStore.restore(data)
+        restore(MetricStore(), data)
