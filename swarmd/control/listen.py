@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import enum
 import errno
-import grp
 import os
 import socket
 import struct
@@ -18,42 +17,18 @@ from swarmd.control.base import ControlError
 MAX_SOCKET_PATH = 107  # bytes of sun_path, without its NUL
 
 
-# Who may read a fleet's status without root: those who may read its journal anyway.
-READER_GROUPS = ("adm", "systemd-journal")
-
-
 class Access(enum.Enum):
     FULL = "full"  # root or the service's own user: every command
-    READ = "read"  # a member of READER_GROUPS: status only
-    NONE = "none"
+    READ = "read"  # any other local user: status only
 
 
-def reader_gids() -> set[int]:
-    gids = set()
-    for name in READER_GROUPS:
-        with contextlib.suppress(KeyError):
-            gids.add(grp.getgrnam(name).gr_gid)
-    return gids
-
-
-def peer_access(conn: socket.socket, readers: set[int]) -> Access:
+def peer_access(conn: socket.socket) -> Access:
+    """Status is every local user's, as `systemctl status` is (it shows the same process tree
+    and STATUS= line); what changes the fleet is root's and the service user's. (Groups cannot
+    decide it: under the unit's PrivateUsers=yes every other user and group reads as nobody.)"""
     creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    pid, uid, gid = struct.unpack("3i", creds)
-    if uid in (0, os.getuid()):
-        return Access.FULL
-    return Access.READ if readers & ({gid} | _groups_of(pid)) else Access.NONE
-
-
-def _groups_of(pid: int) -> set[int]:
-    """The supplementary groups of a process (the peer's, as it connected)."""
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith("Groups:"):
-                    return {int(gid) for gid in line.split()[1:]}
-    except (OSError, ValueError):
-        pass
-    return set()
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return Access.FULL if uid in (0, os.getuid()) else Access.READ
 
 
 def listen(directory: str, path: str) -> socket.socket:

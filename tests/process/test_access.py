@@ -1,10 +1,9 @@
-"""Who may talk to the control socket: root and the service's user ask anything; a member of
-adm or systemd-journal (who may read the fleet's journal anyway) may read its status, never
-change it; anyone else is refused, with a message that says who may."""
+"""Who may talk to the control socket: root and the service's user ask anything; any other
+local user may read the status (as `systemctl status` shows everyone the same), never change
+the fleet, and is told so."""
 
 from __future__ import annotations
 
-import grp
 import json
 import os
 import subprocess
@@ -45,21 +44,16 @@ def swarmd(runtime: Path, *args: str, groups: list[int] | None = None
 
 
 @pytest.mark.skipif(os.getuid() != 0, reason="switching to another user needs root")
-def test_status_is_open_to_journal_readers_and_changes_are_not(swarm, runtime: Path) -> None:
+def test_status_is_every_users_and_changes_are_root_s(swarm, runtime: Path) -> None:
     s = swarm(base_config(nodes=2), runtime=runtime)
     s.wait_ready()
-    adm = grp.getgrnam("adm").gr_gid
-    as_reader = swarmd(runtime, "status", "--json", groups=[adm])
-    assert as_reader.returncode == 0, as_reader.stderr
-    assert len(json.loads(as_reader.stdout)["nodes"]) == 2
+    as_user = swarmd(runtime, "status", "--json", groups=[])
+    assert as_user.returncode == 0, as_user.stderr
+    assert len(json.loads(as_user.stdout)["nodes"]) == 2
     for command in (["reload"], ["quiet"], ["scale", "3"]):
-        refused = swarmd(runtime, *command, groups=[adm])
+        refused = swarmd(runtime, *command, groups=[])
         assert refused.returncode == 1, command
         assert "permission denied: only root or the service's user may change the fleet" \
             in refused.stderr, refused.stderr
-    stranger = swarmd(runtime, "status", groups=[])
-    assert stranger.returncode != 0
-    assert "permission denied: swarmd status needs root, the service's user, or a member of " \
-           "group adm or systemd-journal" in stranger.stderr, stranger.stderr
     assert s.status()["mode"] == "running" and sorted(s.nodes()) == [0, 1]  # nothing changed
     assert swarmd(runtime, "scale", "3").returncode == 0  # root may

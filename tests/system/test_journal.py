@@ -255,6 +255,8 @@ def test_catalog_file_explains_every_message_id() -> None:
         allowed = {"SWARMD_NODE_ID"} if name.startswith("node.") else set()
         if name == "node.health":
             allowed |= {"SWARMD_HEALTH", "SWARMD_HEALTH_CODE"}
+        if name == "node.recycled":
+            allowed |= {"SWARMD_RECYCLE_REASON"}
         used = set(re.findall(r"@([A-Z0-9_]+)@", entry["Subject"] + entry["TEXT"]))
         assert used <= allowed, f"{name}: {used - allowed}"
 

@@ -126,7 +126,8 @@ def test_entries_arrive_as_datagrams(journald: FakeJournald) -> None:
     assert dict(exited)["SWARMD_EVENT"] == b"node.exited"
     assert dict(exited)["SWARMD_NODE_ID"] == b"3"
     assert dict(output) == {"MESSAGE": b"hello from the node", "PRIORITY": b"4",
-                            "SYSLOG_IDENTIFIER": b"swarmd-node", "SWARMD_NODE_ID": b"3",
+                            "SYSLOG_IDENTIFIER": b"swarmd-node", "SYSLOG_PID": b"812",
+                            "SWARMD_NODE_ID": b"3",
                             "SWARMD_NODE_PID": b"812", "SWARMD_NODE_GENERATION": b"2"}
     sink.close()
 
