@@ -233,6 +233,43 @@ class Inbox:
 # ---- one supervisor under test ----------------------------------------------------------------
 
 
+# --cgroups: every swarmd instance runs in a cgroup of its own under this v2 directory, marked
+# delegated as systemd marks a Delegate=yes unit's (trusted.delegate), so swarmd splits it into
+# node-N groups, moves each node into its group and ends a node with cgroup.kill, as under the
+# unit. (The unified hierarchy of this hybrid host has no controllers: no memory.current.)
+CGROUP_PARENT = Path("/sys/fs/cgroup/unified/swarmd-bench")
+
+
+def delegated_group(name: str) -> Path:
+    group = CGROUP_PARENT / name
+    group.mkdir(parents=True)
+    os.setxattr(group, "trusted.delegate", b"1")
+    return group
+
+
+def remove_group(group: Path) -> None:
+    """Kill what is left in it, then remove it, children first."""
+    if not group.exists():
+        return
+    try:
+        (group / "cgroup.kill").write_text("1")
+    except OSError:
+        pass
+    for _ in range(200):  # populated 0 comes a moment after the kill
+        if "populated 0" in (group / "cgroup.events").read_text():
+            break
+        time.sleep(0.01)
+    for child in sorted((p for p in group.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+        try:
+            child.rmdir()
+        except OSError:
+            pass
+    try:
+        group.rmdir()
+    except OSError:
+        pass
+
+
 SWARMD_DEFAULTS: dict[str, Any] = {
     "timeouts": {"boot": "60s", "report": "60s", "shutdown": "10s", "drain": "10s"},
     "restart": {"delay": 0, "max_delay": "1s", "reset_after": "60s", "give_up_after": 0},
@@ -244,7 +281,7 @@ class Instance:
 
     def __init__(self, kind: str, nodes: int, app: str, root: Path, swarmd_dir: Path, *,
                  period: float = 1.0, config: dict[str, Any] | None = None,
-                 watchdog_usec: int | None = None) -> None:
+                 watchdog_usec: int | None = None, cgroups: bool = False) -> None:
         self.kind, self.nodes = kind, nodes
         self.dir = Path(tempfile.mkdtemp(prefix=f"{kind}-{nodes}-", dir=root))
         self.inbox = Inbox(self.dir)
@@ -272,8 +309,16 @@ class Instance:
             argv = [sys.executable, str(BENCH / "floor.py"), str(nodes), app]
         self.log = open(self.dir / "output.log", "wb")  # noqa: SIM115 - closed in close()
         self.launched = time.monotonic_ns()
+        self.group = delegated_group(self.dir.name) if cgroups and kind == "swarmd" else None
+        procs = str(self.group / "cgroup.procs") if self.group is not None else None
+
+        def enter_group() -> None:
+            if procs is not None:
+                with open(procs, "w") as handle:
+                    handle.write("0")
+
         self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, env=env,
-                                     cwd=self.dir)
+                                     cwd=self.dir, preexec_fn=enter_group if procs else None)
         self.pid = self.proc.pid
         self.ready_at: int | None = None
 
@@ -350,6 +395,8 @@ class Instance:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        if self.group is not None:
+            remove_group(self.group)
         self.inbox.close()
         self.log.close()
 
@@ -475,6 +522,7 @@ class Plan:
 class Bench:
     def __init__(self, plan: Plan, swarmd_dir: Path, root: Path) -> None:
         self.plan, self.swarmd_dir, self.root = plan, swarmd_dir, root
+        self.cgroups = False
         self.figures: dict[tuple[str, int], Figure] = {}
         self.raw: dict[str, Any] = {}
         self.notes: list[str] = []
@@ -487,7 +535,8 @@ class Bench:
 
     def instance(self, kind: str, nodes: int, app: str = "swarmd_benchapp:idle",
                  **kwargs: Any) -> Instance:
-        return Instance(kind, nodes, app, self.root, self.swarmd_dir, **kwargs)
+        return Instance(kind, nodes, app, self.root, self.swarmd_dir, cgroups=self.cgroups,
+                        **kwargs)
 
     def say(self, text: str) -> None:
         print(f"  [{time.strftime('%H:%M:%S')} load {loadavg()}] {text}", flush=True)
@@ -853,6 +902,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default=",".join(PHASES),
                         help=f"comma-separated phases out of {','.join(PHASES)}")
     parser.add_argument("--json", type=Path, help="also write every sample to this file")
+    parser.add_argument("--cgroups", action="store_true",
+                        help=f"run each swarmd in a delegated cgroup under {CGROUP_PARENT} (root; "
+                             f"a node group each, as under a Delegate=yes unit)")
     args = parser.parse_args(argv)
     phases = [p for p in args.only.split(",") if p]
     for phase in phases:
@@ -865,8 +917,10 @@ def main(argv: list[str] | None = None) -> int:
     plan = Plan.make(args.quick)
     root = Path(tempfile.mkdtemp(prefix="swarmd-bench-"))
     bench = Bench(plan, swarmd_dir, root)
+    bench.cgroups = args.cgroups
     began, load0 = time.monotonic(), loadavg()
-    print(f"swarmd bench ({'quick' if args.quick else 'full'}): swarmd from {swarmd_dir}, "
+    mode = ("quick" if args.quick else "full") + (", cgroups" if args.cgroups else "")
+    print(f"swarmd bench ({mode}): swarmd from {swarmd_dir}, "
           f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load {load0}", flush=True)
     try:
         for phase in phases:

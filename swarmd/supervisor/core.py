@@ -669,6 +669,7 @@ class Supervisor:
         self.fleet.restarts = int(state["restarts"])
         self.started_monotonic = float(state["started_monotonic"])
         self.ready_sent = bool(state["ready_sent"])
+        self.fleet.batching = self.ready_sent
         self.last_deploy = Outcome.from_dict(state["deploy"])
         self.fleet.restore([handover.slot_from_state(data, self.fleet.new_backoff())
                             for data in state["slots"]],
@@ -746,6 +747,7 @@ class Supervisor:
         self.notifier.ready(text)
         self.emit("swarmd.ready", f"ready: {why}; {text}")
         self._run_pending_deploy()  # a HUP that came during the start
+        self.fleet.start_batching()
         self.upkeep.begin()
 
     def _watchdog(self, when: float) -> None:

@@ -104,6 +104,7 @@ class Fleet:
         self.stopping = False
         self.restarts = 0
         self.dirty = True  # something STATUS= shows changed
+        self.batching = False  # running nodes' pipes read in batches: from READY=1 on
         self._last_protocol_event: dict[int, float] = {}
         self.limiter = OutputLimiter(config.output)  # node output to the log, per slot
         self._drop_reports: dict[int, Timer] = {}  # slot -> the pending output_dropped entry
@@ -254,7 +255,7 @@ class Fleet:
             proc.version = self.current
             slot.proc = proc
             self.poller.register(proc.pidfd, partial(self._on_exit, slot, proc))
-            running = proc.first_report_at is not None
+            running = self.batching and proc.first_report_at is not None
             if proc.health_fd is not None:
                 self.poller.register(proc.health_fd, partial(self._on_health, proc),
                                      batched=running)
@@ -426,7 +427,8 @@ class Fleet:
         first = proc.first_report_at is None
         if first:
             proc.first_report_at = now
-            self._batch_pipes(proc)
+            if self.batching:
+                self._batch_pipes(proc)
             if proc.state is State.BOOTING:
                 self._transition(proc, State.RUNNING)
             if config.timeouts.report < config.timeouts.boot:  # re-arm earlier
@@ -448,9 +450,17 @@ class Fleet:
             if info.restarts:
                 self.terminate(proc, StopReason.HEALTH, now, f"reported {info.name} ({code})")
 
+    def start_batching(self) -> None:
+        """READY=1 went out: from now on a running node's pipes are read in batches (moved
+        now, not one by one on the way to READY=1, where each first report counts)."""
+        self.batching = True
+        for proc in self.live():
+            if proc.first_report_at is not None:
+                self._batch_pipes(proc)
+
     def _batch_pipes(self, proc: NodeProcess) -> None:
         """A node that reported runs: its pipes are read in the poller's batches from now on
-        (at most ten rounds a second for the whole fleet); until then each report counts (a
+        (at most ~33 rounds a second for the whole fleet); until then each report counts (a
         first start's READY=1, a replacement's first report), so each wakes the loop."""
         if proc.health_fd is not None:
             self.poller.batch(proc.health_fd)
