@@ -460,7 +460,7 @@ class Fleet:
 
     def _batch_pipes(self, proc: NodeProcess) -> None:
         """A node that reported runs: its pipes are read in the poller's batches from now on
-        (at most ~33 rounds a second for the whole fleet); until then each report counts (a
+        (about 22 rounds a second at most for the whole fleet); until then each report counts (a
         first start's READY=1, a replacement's first report), so each wakes the loop."""
         if proc.health_fd is not None:
             self.poller.batch(proc.health_fd)
