@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -20,7 +21,10 @@ if TYPE_CHECKING:  # imported at the first use of node.metrics: the supervisor n
 
     from swarmd.metrics.node import Registry
 
-METRICS_FLUSH_INTERVAL = 1.0  # seconds: metrics reach the supervisor this often at least
+# Seconds between two sends of a node's changed metrics, with a report or by the flusher thread:
+# counters add up in the node meanwhile, so the supervisor parses a node's series this often
+# however often it reports (Prometheus scrapes every 15 s or so), and all of it as the node ends.
+METRICS_FLUSH_INTERVAL = 5.0
 
 
 class Node:
@@ -42,11 +46,13 @@ class Node:
         self._metrics: Registry | None = None  # made at first use: most apps pay nothing
         self._outbox = b""  # the rest of a line a partial write cut: it goes out first
         self.metrics_interval = METRICS_FLUSH_INTERVAL
+        self._flushed_at = 0.0  # monotonic time metrics last went out
         self._flusher_stop = threading.Event()  # set when nobody listens any more
 
     @property
     def metrics(self) -> Registry:
-        """Counters, gauges and histograms, sent with the reports and at least once a second."""
+        """Counters, gauges and histograms, sent every metrics_interval (with a report, else
+        by a flusher thread) and as the node ends."""
         if self._metrics is None:
             from swarmd.metrics.node import Registry
 
@@ -72,7 +78,8 @@ class Node:
         with self._lock:
             if self._pending is not None:
                 code = max(code, self._pending)
-            if self._metrics is not None or self._outbox:
+            if self._outbox or (self._metrics is not None and self._metrics.dirty
+                                and time.monotonic() - self._flushed_at >= self.metrics_interval):
                 self._write(b"%d\n" % code, code)
             else:  # no metrics: the one short write of old, at its old cost
                 try:
@@ -114,6 +121,8 @@ class Node:
             self.stopping.set()
             self._flusher_stop.set()
             return
+        if body:  # on their way (the rest, if cut, in the outbox), else owed: due at once
+            self._flushed_at = time.monotonic() if written > len(head) else 0.0
         if written == len(data):
             if body:
                 metrics.sent(len(body))  # type: ignore[union-attr]
@@ -144,9 +153,12 @@ class Node:
         threading.Thread(target=self._flush_loop, name="swarmd-metrics", daemon=True).start()
 
     def _flush_loop(self) -> None:
+        """Every metrics_interval since the last send (a report's or its own)."""
         stop = self._flusher_stop
-        while not stop.wait(self.metrics_interval):
-            self.flush_metrics()
+        while not stop.wait(max(0.05, self._flushed_at + self.metrics_interval
+                                - time.monotonic())):
+            if time.monotonic() - self._flushed_at >= self.metrics_interval:
+                self.flush_metrics()
 
     @property
     def orphaned(self) -> bool:
