@@ -236,7 +236,7 @@ def _run(spec: ChildSpec) -> int:
     prctl_pdeathsig(signal.SIGKILL)
     if os.getppid() != spec.supervisor_pid:
         return 0  # the supervisor died between fork and prctl
-    if spec.cgroup_dir is not None:  # before any code of the app: whatever it forks is inside
+    if spec.cgroup_dir is not None and spec.command:  # a program cannot move itself later
         enter_cgroup(spec.cgroup_dir)
     _restore_fd_limit(spec)
     _setup_stdio(spec)
@@ -333,13 +333,17 @@ def _dump_stacks(log: logging.Logger) -> None:
 CGROUP_WAIT = 2.0  # seconds a node waits for its cgroup's last occupant to be gone
 
 
-def enter_cgroup(directory: str) -> bool:
-    """Move this process into its node's cgroup, once the supervisor has emptied it of what
-    the slot's last node left (it kills those right after it forked this one). First thing
-    after the fork, before any code of the app: a helper or daemon the app starts while it
-    boots must be inside, or cgroup.kill would miss it. The kernel makes a lone move wait
-    for an RCU grace period (~8 ms on a host without the cgroup2 mount option
-    favordynmods): that much on a restart's way to its first report, under a unit only."""
+def enter_cgroup(directory: str, with_descendants: bool = False) -> bool:
+    """Move this process (and, `with_descendants`, every process below it) into its node's
+    cgroup, once the supervisor has emptied it of what the slot's last node left (it kills
+    those right after it forked this one).
+
+    The kernel makes a lone move wait for an RCU grace period (~8-12 ms on a host without the
+    cgroup2 mount option favordynmods; moves right after it cost ~50 us), so an app node moves
+    from its parent-check thread after its first report, off the way from a death to its
+    replacement's report, taking along what its app started meanwhile (its children, theirs);
+    a command node moves before its exec. What an app double-forks away before its first
+    report is found by its process group and marks instead (swarmd/supervisor/resources.py)."""
     try:
         os.makedirs(directory, exist_ok=True)  # the first node of a slot makes its group
         deadline = time.monotonic() + CGROUP_WAIT
@@ -351,6 +355,11 @@ def enter_cgroup(directory: str) -> bool:
         fd = os.open(os.path.join(directory, "cgroup.procs"), os.O_WRONLY)
         try:
             os.write(fd, b"0")
+            for pid in _descendants() if with_descendants else ():
+                try:
+                    os.write(fd, str(pid).encode())
+                except OSError:
+                    pass  # gone meanwhile, or not ours to move
         finally:
             os.close(fd)
         return True
@@ -358,12 +367,35 @@ def enter_cgroup(directory: str) -> bool:
         return False  # the node runs on where it is: only its accounting is lost
 
 
+def _descendants() -> list[int]:
+    """Every process below this one (children of every thread, theirs, and so on)."""
+    found: list[int] = []
+    todo = [os.getpid()]
+    while todo and len(found) < 4096:
+        pid = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{pid}/task/{task}/children") as handle:
+                    kids = [int(child) for child in handle.read().split()]
+            except (OSError, ValueError):
+                continue
+            found.extend(kids)
+            todo.extend(kids)
+    return found
+
+
 def _settle_and_watch(node: Node, spec: ChildSpec) -> None:
-    """The parent-check thread's first work, off the app's way: the title."""
+    """The parent-check thread's first work, off the app's way: the title and the cgroup."""
     if spec.title is not None:
         from swarmd.node.titles import set_title
 
         set_title(spec.title)
+    if spec.cgroup_dir is not None:
+        enter_cgroup(spec.cgroup_dir, with_descendants=True)
     _watch_parent(node, spec)
 
 

@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 from swarmd.node.cgroups import CgroupTree, MemorySource
 
-CPU_PERIOD = 10.0  # each node's CPU is read about this often (its window for the percent)
+CPU_PERIOD = 20.0  # each node's CPU is read about this often (its window for the percent)
 MEMORY_PERIOD = 10.0  # memory no more often than this per node (memory.current: that often)
 PER_TICK = 8  # nodes visited per tick: a tick costs ~8 x 40 us, plus rationed PSS reads
 MEMORY_SHARE = 0.0005  # of one core, at most, for memory reads (PSS); what sets its pace
