@@ -108,9 +108,14 @@ class Resources:
     # ---- a node's end --------------------------------------------------------------------
 
     def before_reap(self, proc: NodeProcess) -> None:
-        """The node is a zombie still: its process group cannot be taken by another yet, so
-        everything in it goes now (its helpers, forks of forks); one syscall."""
+        """The node is a zombie still, its replacement not forked yet: everything in its
+        process group goes now (its zombie keeps the group id from being reused), and
+        everything in its cgroup (one write to cgroup.kill, no wait: ~20 us). Before the fork,
+        so that the replacement, which moves into the group once it is empty, is never in it
+        when it is killed."""
         cgroups.kill_process_group(proc.pid)
+        if self.tree is not None:
+            self.tree.kill(proc.id)
 
     def oom_killed(self, proc: NodeProcess) -> bool | None:
         """Whether the kernel's OOM killer took it (None: no memory.events to tell)."""
@@ -123,15 +128,12 @@ class Resources:
         return cgroups.oom_killed(status.signal, at_start, now, killed_by_swarmd=proc.killed)
 
     def clean_up(self, proc: NodeProcess, known: set[int]) -> int:
-        """What the node left that its process group did not hold: everything in its cgroup,
-        and the supervisor's children (it is a subreaper: orphans come to it) that are not
-        `known` and carry this node's marks (a double-forked daemon). Returns how many
-        processes were signalled. Runs after the replacement's fork, before its first
-        report: the new node enters the cgroup only once it is empty (enter_cgroup)."""
+        """What the node left that neither its process group nor its cgroup held (both were
+        killed before it was reaped): the supervisor's children (it is a subreaper: orphans
+        come to it) that are not `known` and carry this node's marks (a daemon that
+        double-forked away before its node moved into its cgroup, then exec'd). Returns how
+        many were signalled. Runs after the replacement's fork."""
         count = 0
-        if self.tree is not None and self.tree.populated(proc.id):
-            self.tree.kill(proc.id)
-            count += 1
         for pid in _children():
             if pid not in known and _marked(pid, proc.id, proc.generation):
                 try:
