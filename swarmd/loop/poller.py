@@ -121,16 +121,7 @@ class Poller:
         if len(ready) > 1:  # a busy group: rest from now on, so the next round's first fd
             self._group_resting = True  # does not wake the loop only to be put off
             self._epoll.modify(self._group.fileno(), 0)
-        callbacks, stale, between = self._callbacks, self._stale, self._between
-        first = True
-        for fd, _ in ready:
-            if first:
-                first = False
-            elif between is not None:
-                between()
-            callback = callbacks.get(fd)
-            if callback is not None and fd not in stale:
-                callback()
+        self._dispatch(ready, self._between)
 
     def modify(self, file: FileLike, events: int) -> None:
         """Wait for other readiness (a writer with something queued adds EPOLLOUT, and drops
@@ -198,7 +189,14 @@ class Poller:
                 timeout = rest
         self._between = between
         ready = self._epoll.poll(-1 if timeout is None else timeout)
-        callbacks = self._callbacks
+        self._dispatch(ready, between)
+        return len(ready)
+
+    def _dispatch(self, ready: list[tuple[int, int]],
+                  between: Callable[[], None] | None) -> None:
+        """The callback of each ready fd (none of one unregistered meanwhile), `between` run
+        between two of them."""
+        callbacks, stale = self._callbacks, self._stale
         first = True
         for fd, _ in ready:
             if first:
@@ -208,7 +206,6 @@ class Poller:
             callback = callbacks.get(fd)
             if callback is not None and fd not in stale:
                 callback()
-        return len(ready)
 
     def fileno(self) -> int:
         return self._epoll.fileno()
