@@ -287,6 +287,12 @@ class Deploy:
             return
         self.current = None
         self.phase = Phase.REMOVING
+        self._remove_slots()
+        self._finish_if_removed()
+
+    def _remove_slots(self) -> None:
+        """Slots no longer in the config: an empty one goes now, a running one is drained
+        (it goes when its node exits)."""
         for slot_id in sorted(self.removed):
             slot = self.fleet.slots[slot_id]
             if slot.proc is None:
@@ -294,7 +300,6 @@ class Deploy:
                 self.removed.discard(slot_id)
             else:
                 self.fleet.drain(slot.proc, StopReason.REMOVED)
-        self._finish_if_removed()
 
     def _spawn(self, slot: Slot) -> None:
         assert self.candidate is not None and self.new_config is not None
@@ -463,13 +468,7 @@ class Deploy:
             self.owner.deploy_changed()
             return
         self.current = None
-        for slot_id in sorted(self.removed):
-            slot = self.fleet.slots[slot_id]
-            if slot.proc is None:
-                self.fleet.drop_slot(slot)
-                self.removed.discard(slot_id)
-            else:
-                self.fleet.drain(slot.proc, StopReason.REMOVED)
+        self._remove_slots()
         self._finish_rollback_if_done()
 
     def _start_old(self, slot: Slot) -> None:
