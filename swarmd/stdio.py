@@ -34,3 +34,14 @@ def ensure_std_fds() -> None:
                 os.close(null)
     if sys.stderr is None:  # Python found fd 2 closed at start
         sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115 - lives as long as the process
+
+
+def flush_std_streams() -> None:
+    """Write out what Python buffered for stdout and stderr, before a fork (a child would write
+    it a second time) or an exec (it would be lost); a stream that cannot take it is skipped."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):
+            pass

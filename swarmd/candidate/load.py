@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gc
 import os
-import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -19,6 +18,7 @@ from typing import Any, NamedTuple
 from swarmd import __version__
 from swarmd.candidate.wire import Kind, Stage
 from swarmd.config import Config, ConfigError, to_data
+from swarmd.stdio import flush_std_streams
 
 OUTPUT_TAIL = 20  # lines of the app's import-time output kept to explain a failure
 OUTPUT_LINE = 300  # characters of each
@@ -66,15 +66,6 @@ class _Tail:
         return [line for line in self.lines if line.strip()]
 
 
-def _flush() -> None:
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            if stream is not None:
-                stream.flush()
-        except (OSError, ValueError):
-            pass
-
-
 def import_captured(target: Callable[[], Any], capture: bool = True
                     ) -> tuple[Any, BaseException | None, list[str]]:
     """Run `target` (an import): (result, what it raised, the last lines it printed). With
@@ -87,9 +78,9 @@ def import_captured(target: Callable[[], Any], capture: bool = True
             return target(), None, []
         except BaseException as exc:  # noqa: BLE001 - anything the app raises is a reason
             traceback.print_exc()  # to the parent, which keeps the last lines
-            _flush()
+            flush_std_streams()
             return None, exc, []
-    _flush()
+    flush_std_streams()
     read_end, write_end = os.pipe()
     saved = os.dup(1), os.dup(2)
     tail = _Tail(read_end)
@@ -104,7 +95,7 @@ def import_captured(target: Callable[[], Any], capture: bool = True
         error = exc
         traceback.print_exc()  # into the tail: the frames say where
     finally:
-        _flush()
+        flush_std_streams()
         os.dup2(saved[0], 1)
         os.dup2(saved[1], 2)
         for fd in saved:
@@ -156,7 +147,7 @@ def import_app_in_a_fork(name: str) -> float:
 
     started = time.monotonic()
     read_end, write_end = os.pipe()
-    _flush()
+    flush_std_streams()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child
         code = 0

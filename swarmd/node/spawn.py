@@ -22,6 +22,7 @@ from swarmd.api import Node
 from swarmd.config.output import OutputLimit
 from swarmd.node import child, titles
 from swarmd.node.process import NodeProcess
+from swarmd.stdio import flush_std_streams
 
 OOM_SCORE_BONUS = 300  # a node is a likelier OOM victim than its supervisor
 
@@ -223,15 +224,6 @@ class Recipe(NamedTuple):
             cgroup_dir=f"{self.cgroups}/node-{node_id}" if self.cgroups else None, title=title)
 
 
-def _flush_stdio() -> None:
-    for stream in (sys.stdout, sys.stderr):  # buffered text would be written twice
-        try:
-            if stream is not None:
-                stream.flush()
-        except (OSError, ValueError):
-            pass
-
-
 def spawn(node_id: int, generation: int, now: float, recipe: Recipe, *,
           close_fds: list[int]) -> NodeProcess:
     """Fork one node from this process and give it the CPU at once. The parent gets a
@@ -247,7 +239,7 @@ def spawn(node_id: int, generation: int, now: float, recipe: Recipe, *,
     copy-on-write again), which a replacement would wait out before running a line. (The
     first start's batch, spawn_batch, does not: there the next fork matters more.)"""
     pipes = NodePipes.open()
-    _flush_stdio()
+    flush_std_streams()
     # built here, not in the child: ~18 fewer copy-on-write faults between fork and app
     spec = recipe.spec(node_id, generation, pipes.write_ends, [*close_fds, *pipes.read_ends])
     try:
@@ -289,7 +281,7 @@ def spawn_batch(nodes: list[tuple[int, int]], recipe: Recipe, close_fds: list[in
     a page: building objects, registering fds and arming timers between forks cost the first
     start more than the forks did. Each child closes the pipes of the nodes forked before it:
     they come from the lowest free fds, so they mostly extend one run of fds."""
-    _flush_stdio()
+    flush_std_streams()
     runs = fd_runs(close_fds)
     results: list[Forked | OSError] = []
     for node_id, generation in nodes:
@@ -322,7 +314,7 @@ def spawn_first_batch(nodes: list[tuple[int, int]], recipe: Recipe, close_fds: l
     supervisor, whose children the nodes become when this process exits (it is a child
     subreaper); the nodes wait on a gate until then. The supervisor never imports the app on
     the way to its first READY=1."""
-    _flush_stdio()
+    flush_std_streams()
     gate_r, gate_w = os.pipe2(os.O_CLOEXEC)
     os.set_inheritable(gate_r, True)
     runs = fd_runs([*close_fds, gate_w])
@@ -369,7 +361,7 @@ def spawn_through_intermediate(spec: child.ChildSpec, announce: Callable[[int], 
     """Fork an intermediate process that forks the node, announces its pid and exits, so that
     the node is reparented to the supervisor (a child subreaper). Returns the intermediate's
     pid (the caller reaps it). Runs in a deploy's candidate, never in the supervisor."""
-    _flush_stdio()
+    flush_std_streams()
     intermediate = os.fork()
     if intermediate != 0:
         return intermediate

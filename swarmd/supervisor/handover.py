@@ -16,6 +16,7 @@ import sys
 from typing import Any
 
 from swarmd.node.process import NodeProcess, State, StopReason
+from swarmd.stdio import flush_std_streams
 from swarmd.supervisor.backoff import Backoff
 from swarmd.supervisor.signals import SignalQueue
 from swarmd.supervisor.slot import DownReason, Slot
@@ -120,12 +121,7 @@ def execute(state: dict[str, Any], *, argv: list[str], environment: dict[str, st
     env = dict(os.environ)
     env.update(environment)  # taken out of ours at start, for the nodes' sake
     env[HANDOVER_ENV] = str(memfd)
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            if stream is not None:
-                stream.flush()
-        except (OSError, ValueError):
-            pass
+    flush_std_streams()
     signals.hold_for_exec()
     for fd in fds:
         os.set_inheritable(fd, True)
