@@ -355,7 +355,7 @@ def enter_cgroup(directory: str, with_descendants: bool = False) -> bool:
         fd = os.open(os.path.join(directory, "cgroup.procs"), os.O_WRONLY)
         try:
             os.write(fd, b"0")
-            for pid in _descendants() if with_descendants else ():
+            for pid in _below_me() if with_descendants else ():
                 try:
                     os.write(fd, str(pid).encode())
                 except OSError:
@@ -367,25 +367,11 @@ def enter_cgroup(directory: str, with_descendants: bool = False) -> bool:
         return False  # the node runs on where it is: only its accounting is lost
 
 
-def _descendants() -> list[int]:
-    """Every process below this one (children of every thread, theirs, and so on)."""
-    found: list[int] = []
-    todo = [os.getpid()]
-    while todo and len(found) < 4096:
-        pid = todo.pop()
-        try:
-            tasks = os.listdir(f"/proc/{pid}/task")
-        except OSError:
-            continue
-        for task in tasks:
-            try:
-                with open(f"/proc/{pid}/task/{task}/children") as handle:
-                    kids = [int(child) for child in handle.read().split()]
-            except (OSError, ValueError):
-                continue
-            found.extend(kids)
-            todo.extend(kids)
-    return found
+def _below_me() -> list[int]:
+    """Every process below this one (figures.descendants lists this one first)."""
+    from swarmd.node.figures import descendants  # loaded already: the supervisor's module
+
+    return descendants(os.getpid())[1:]
 
 
 def _settle_and_watch(node: Node, spec: ChildSpec) -> None:

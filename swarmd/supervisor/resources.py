@@ -135,7 +135,7 @@ class Resources:
         double-forked away before its node moved into its cgroup, then exec'd). Returns how
         many were signalled. Runs after the replacement's fork."""
         count = 0
-        for pid in _children():
+        for pid in children():
             if pid not in known and _marked(pid, proc.id, proc.generation):
                 try:
                     os.kill(pid, signal.SIGKILL)  # ours and not reaped: the pid is its own
@@ -151,7 +151,7 @@ class Resources:
         return marks is not None and live.get(marks[0]) != marks[1]
 
 
-def _children() -> list[int]:
+def children() -> list[int]:
     """This process's children, zombies included."""
     found: list[int] = []
     try:
@@ -189,6 +189,3 @@ def _marks(pid: int) -> tuple[int, int] | None:
 def _marked(pid: int, slot_id: int, generation: int) -> bool:
     return _marks(pid) == (slot_id, generation)
 
-
-def children() -> list[int]:
-    return _children()
