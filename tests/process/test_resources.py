@@ -79,7 +79,12 @@ def test_status_shows_cpu_and_memory_from_proc_without_cgroups(swarm):
 
 
 def test_processes_carry_titles(swarm):
-    s = swarm(base_config(nodes=2, env={"ANY": "thing"}))
+    # The config's env sets the supervisor's first environment variable again (same value):
+    # the node's environ[0] is then a new string, which setproctitle's setup in a node could
+    # not find argv from (titles were silently missing: it must be set up before the fork).
+    first = next(k for k in os.environ if k not in ("JOURNAL_STREAM", "WATCHDOG_USEC",
+                                                    "WATCHDOG_PID"))
+    s = swarm(base_config(nodes=2, env={first: os.environ[first]}))
     s.wait_ready()
     assert cmdline(s.pid) == f"swarmd: supervisor {s.config_path}"
     for node in s.nodes().values():
