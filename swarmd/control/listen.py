@@ -1,7 +1,7 @@
 """The listening socket of the control server, and what it does with a connection it will
-not serve: in the runtime directory, open to every local user (each request is judged by the
-peer's credentials, SO_PEERCRED: see Access), a stale socket of a killed supervisor removed, a
-spare fd held for when the fd table is full."""
+not serve: mode 0600 in the runtime directory, each request judged by the peer's credentials
+too (SO_PEERCRED: see Access), a stale socket of a killed supervisor removed, a spare fd held
+for when the fd table is full."""
 
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ class Access(enum.Enum):
 
 
 def peer_access(conn: socket.socket) -> Access:
-    """Status is every local user's, as `systemctl status` is (it shows the same process tree
-    and STATUS= line); what changes the fleet is root's and the service user's. (Groups cannot
+    """What changes the fleet is root's and the service user's; status is read-only, so a peer
+    the socket's mode let in otherwise (an operator's chmod) may ask for it. (Groups cannot
     decide it: under the unit's PrivateUsers=yes every other user and group reads as nobody.)"""
     creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     _pid, uid, _gid = struct.unpack("3i", creds)
@@ -45,7 +45,7 @@ def listen(directory: str, path: str) -> socket.socket:
             sock.bind(path)
         finally:
             os.umask(old_umask)
-        os.chmod(path, 0o666)  # anyone may connect; what each may ask is peer_access's
+        os.chmod(path, 0o600)  # DESIGN.md's contract; peer_access judges each request too
         sock.listen(16)
         sock.setblocking(False)
     except BaseException:

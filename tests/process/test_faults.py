@@ -209,7 +209,7 @@ print(json.loads(s.makefile().readline()).get("error") or "answered")
 """
 
 
-def test_the_control_socket_lets_other_users_read_and_change_nothing(swarm):
+def test_the_control_socket_refuses_other_users(swarm):
     # A runtime directory every user may traverse: only the socket and the server may say no.
     runtime = Path(tempfile.mkdtemp(prefix="swarmd-access-", dir="/tmp"))
     os.chmod(runtime, 0o755)
@@ -217,7 +217,7 @@ def test_the_control_socket_lets_other_users_read_and_change_nothing(swarm):
         s = swarm(base_config(nodes=1), runtime=runtime / "run")
         s.wait_ready()
         path = s.runtime / "control.sock"
-        assert path.stat().st_mode & 0o777 == 0o666  # anyone connects; each request is judged
+        assert path.stat().st_mode & 0o777 == 0o600
         os.chmod(s.runtime, 0o755)
         nobody = pwd.getpwnam("nobody")
 
@@ -232,8 +232,11 @@ def test_the_control_socket_lets_other_users_read_and_change_nothing(swarm):
             return result.stdout.strip() or result.stderr
 
         assert probe("status", as_nobody=False) == "answered"  # the probe itself works
-        assert probe("status", as_nobody=True) == "answered"  # as `systemctl status` is
-        # the peer's uid is checked (SO_PEERCRED) for anything that changes the fleet
+        assert probe("status", as_nobody=True) == "refused by the file mode"
+        # With the mode opened up by an operator, the peer's uid is still checked
+        # (SO_PEERCRED): status is read-only and answered, a change is refused.
+        os.chmod(path, 0o666)
+        assert probe("status", as_nobody=True) == "answered"
         assert probe("quiet", as_nobody=True).startswith("permission denied: only root")
         assert s.status()["mode"] == "running"
     finally:

@@ -320,8 +320,8 @@ def test_fds_lists_the_socket_the_spare_and_every_client(loop: Loop) -> None:
     sock.close()
 
 
-def test_anyone_may_connect_each_request_is_judged_by_the_peer(loop: Loop) -> None:
-    assert os.stat(loop.server.path).st_mode & 0o777 == 0o666  # see test_access.py
+def test_the_socket_is_private_to_its_user(loop: Loop) -> None:
+    assert os.stat(loop.server.path).st_mode & 0o777 == 0o600
 
 
 # --- hand-over across exec -------------------------------------------------------------------
