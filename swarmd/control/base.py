@@ -5,10 +5,17 @@ from __future__ import annotations
 import os
 
 SOCKET_NAME = "control.sock"
+# Beside it, answering status only: its mode is 0666, so the runtime directory's mode
+# (RuntimeDirectoryMode=) decides which other users may read the fleet's status.
+STATUS_SOCKET_NAME = "status.sock"
 
 
 class ControlError(Exception):
     """The running supervisor cannot be reached or refused the request."""
+
+
+class ControlDenied(ControlError):
+    """The file modes keep this user away from the socket."""
 
 
 def runtime_dir(instance: str | None = None, environ: dict[str, str] | None = None) -> str:
@@ -26,3 +33,7 @@ def runtime_dir(instance: str | None = None, environ: dict[str, str] | None = No
 
 def socket_path(directory: str) -> str:
     return os.path.join(directory, SOCKET_NAME)
+
+
+def status_socket_path(directory: str) -> str:
+    return os.path.join(directory, STATUS_SOCKET_NAME)

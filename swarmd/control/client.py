@@ -6,7 +6,13 @@ import socket
 import time
 from typing import Any
 
-from swarmd.control.base import ControlError, socket_path
+from swarmd.control.base import (
+    STATUS_SOCKET_NAME,
+    ControlDenied,
+    ControlError,
+    socket_path,
+    status_socket_path,
+)
 
 MAX_REPLY = 64 << 20  # bytes of a reply the client reads
 
@@ -24,13 +30,23 @@ def request(directory: str, payload: dict[str, Any], timeout: float | None = 10.
     try:
         sock.settimeout(timeout)
         try:
-            sock.connect(path)
+            try:
+                sock.connect(path)
+            except PermissionError:
+                if payload.get("command") != "status":
+                    raise
+                path = status_socket_path(directory)  # the read-only one, for other users
+                sock.connect(path)
         except FileNotFoundError:
             raise ControlError(f"no swarmd is running here ({path} does not exist); "
                                f"start it with systemctl start swarmd") from None
         except PermissionError:
-            raise ControlError(f"permission denied on {path}: run as the service's user "
-                               f"or root") from None
+            raise ControlDenied(
+                f"permission denied on {path}: "
+                + ("the runtime directory's mode keeps this user out (the unit's "
+                   "RuntimeDirectoryMode=); ask root" if path.endswith(STATUS_SOCKET_NAME)
+                   else "only root or the service's user may do this; swarmd status is "
+                        "open to other users")) from None
         except ConnectionRefusedError:
             raise ControlError(f"no swarmd is listening on {path} (a stale socket, or it is "
                                f"restarting); check systemctl status swarmd") from None

@@ -1,7 +1,7 @@
-"""The listening socket of the control server, and what it does with a connection it will
-not serve: mode 0600 in the runtime directory, each request judged by the peer's credentials
-too (SO_PEERCRED: see Access), a stale socket of a killed supervisor removed, a spare fd held
-for when the fd table is full."""
+"""The listening sockets of the control server, and what it does with a connection it will
+not serve: control.sock with mode 0600 in the runtime directory, each request judged by the
+peer's credentials too (SO_PEERCRED: see Access), status.sock with mode 0666 and read-only; a
+stale socket of a killed supervisor removed, a spare fd held for when the fd table is full."""
 
 from __future__ import annotations
 
@@ -31,8 +31,9 @@ def peer_access(conn: socket.socket) -> Access:
     return Access.FULL if uid in (0, os.getuid()) else Access.READ
 
 
-def listen(directory: str, path: str) -> socket.socket:
-    """A listening socket at `path`; OSError with a readable strerror when it cannot be."""
+def listen(directory: str, path: str, mode: int = 0o600) -> socket.socket:
+    """A listening socket at `path` with `mode`; OSError with a readable strerror when it
+    cannot be."""
     if len(os.fsencode(path)) > MAX_SOCKET_PATH:
         raise OSError(errno.ENAMETOOLONG, f"the socket path {path} is longer than the "
                                           f"{MAX_SOCKET_PATH} bytes a unix socket can have")
@@ -45,7 +46,7 @@ def listen(directory: str, path: str) -> socket.socket:
             sock.bind(path)
         finally:
             os.umask(old_umask)
-        os.chmod(path, 0o600)  # DESIGN.md's contract; peer_access judges each request too
+        os.chmod(path, mode)  # control.sock: 0600, DESIGN.md's contract
         sock.listen(16)
         sock.setblocking(False)
     except BaseException:

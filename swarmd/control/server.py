@@ -5,7 +5,9 @@ Every socket is non-blocking, a reply is queued and written as the client takes 
 REPLY_TIMEOUT seconds to be taken, at most MAX_CLIENTS are connected, and running out of file
 descriptors sheds the connection it cannot take instead of waking the loop for it again and
 again. The server and the requests it is still answering can be handed over to the next image
-of the process (export/adopt, for a re-exec).
+of the process (export/adopt, for a re-exec). Two sockets are served: control.sock (every
+command, for root and the service's user) and status.sock (status only, for everyone the
+runtime directory lets in).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from enum import Enum
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from swarmd.control.base import ControlError, socket_path
+from swarmd.control.base import ControlError, socket_path, status_socket_path
 from swarmd.control.listen import (
     Access,
     listen,
@@ -115,13 +117,28 @@ class ControlServer:
 
     def _setup(self, sock: socket.socket, handler: Handler) -> None:
         self.sock = sock
+        self.status_path = status_socket_path(os.path.dirname(self.path))
+        self.status_sock: socket.socket | None = None
         self.handler = handler
         self.clients: dict[int, _Client] = {}
         self._spare = open_spare()
         self._poller: Poller | None = None
         self._timers: Timers | None = None
         self._clock: Callable[[], float] = time.monotonic
-        self._resting = False
+        self._resting: set[int] = set()  # listening fds paused after a failed accept()
+
+    def open_status(self) -> None:
+        """The read-only status.sock beside control.sock (OSError when it cannot be: the
+        caller warns, control.sock serves on). Mode 0666: whom it answers is decided by the
+        runtime directory's mode, which systemd sets from outside the unit's user namespace."""
+        if self.status_sock is not None:
+            return
+        self.status_sock = listen(os.path.dirname(self.status_path), self.status_path, 0o666)
+        if self._poller is not None:
+            self._poller.register(self.status_sock, partial(self._accept, False))
+
+    def _listeners(self) -> list[socket.socket]:
+        return [self.sock] if self.status_sock is None else [self.sock, self.status_sock]
 
     # ---- hand-over across exec -----------------------------------------------------------
 
@@ -141,12 +158,14 @@ class ControlServer:
             else:
                 entry["data"] = client.data.decode("latin-1")  # bytes, 1:1 in JSON
             clients.append(entry)
-        os.set_inheritable(self.sock.fileno(), True)
+        for listener in self._listeners():
+            os.set_inheritable(listener.fileno(), True)
+        status = None if self.status_sock is None else self.status_sock.fileno()
         return {"version": EXPORT_VERSION, "path": self.path, "listen": self.sock.fileno(),
-                "clients": clients}
+                "status_listen": status, "clients": clients}
 
     def cancel_export(self) -> None:
-        for fd in (self.sock.fileno(), *self.clients):
+        for fd in (*(listener.fileno() for listener in self._listeners()), *self.clients):
             os.set_inheritable(fd, False)
 
     @classmethod
@@ -157,18 +176,16 @@ class ControlServer:
         try:
             if state.get("version") != EXPORT_VERSION:
                 raise ValueError(f"export version {state.get('version')!r}")
-            sock = socket.socket(fileno=int(state["listen"]))
+            sock = _take_listener(state["listen"], state["path"])
         except (KeyError, TypeError, ValueError, OSError) as exc:
             raise ControlError(f"cannot take over the control socket: {exc}") from None
-        if sock.family != socket.AF_UNIX or sock.getsockname() != state["path"]:
-            sock.detach()
-            raise ControlError(f"cannot take over the control socket: fd {state['listen']} "
-                               f"is not {state['path']}")
-        sock.set_inheritable(False)
-        sock.setblocking(False)
         server = cls.__new__(cls)
         server.path = state["path"]
         server._setup(sock, handler)
+        if state.get("status_listen") is not None:
+            # lost (not one of ours): open_status() makes a new one
+            with contextlib.suppress(TypeError, ValueError, OSError):
+                server.status_sock = _take_listener(state["status_listen"], server.status_path)
         for entry in state.get("clients", []):
             try:
                 conn = socket.socket(fileno=int(entry["fd"]))
@@ -199,7 +216,7 @@ class ControlServer:
 
     def fds(self) -> list[int]:
         spare = [] if self._spare is None else [self._spare]
-        return [self.sock.fileno(), *spare, *self.clients]
+        return [*(listener.fileno() for listener in self._listeners()), *spare, *self.clients]
 
     def register(self, poller: Poller, timers: Timers | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -207,7 +224,8 @@ class ControlServer:
         reply is dropped, and a failing accept() rests the socket; without, clients are only
         capped in number."""
         self._poller, self._timers, self._clock = poller, timers, clock
-        poller.register(self.sock, self._accept)
+        for listener in self._listeners():
+            poller.register(listener, partial(self._accept, listener is self.sock))
         for client in self.clients.values():  # adopted ones
             events = {Phase.READING: EPOLLIN, Phase.WRITING: EPOLLOUT,
                       Phase.WAITING: 0 if client.read_eof else EPOLLIN}[client.phase]
@@ -217,26 +235,29 @@ class ControlServer:
             elif client.phase is Phase.WRITING:
                 self._arm(client, REPLY_TIMEOUT)
 
-    def _accept(self) -> None:
+    def _accept(self, control: bool) -> None:
+        """Connections waiting on control.sock (`control`) or status.sock."""
+        listener = self.sock if control else self.status_sock
+        assert listener is not None
         for _ in range(16):
             try:
-                conn, _ = self.sock.accept()
+                conn, _ = listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
                 if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
                     continue  # the client gave up while waiting
                 if exc.errno in (errno.EMFILE, errno.ENFILE):
-                    self._shed()
+                    self._shed(listener)
                 else:  # ENOBUFS, ENOMEM: nothing to do but wait
-                    self._rest()
+                    self._rest(listener)
                 return
-            self._admit(conn)
+            self._admit(conn, control)
 
-    def _admit(self, conn: socket.socket) -> None:
+    def _admit(self, conn: socket.socket, control: bool) -> None:
         conn.setblocking(False)
         try:
-            access = peer_access(conn)
+            access = peer_access(conn) if control else Access.READ
         except OSError:
             access = Access.READ
         if len(self.clients) >= MAX_CLIENTS and not self._evict():
@@ -256,37 +277,38 @@ class ControlServer:
                 return True
         return False
 
-    def _shed(self) -> None:
+    def _shed(self, listener: socket.socket) -> None:
         """accept() found no free fd: take the waiting connection with the spare fd's number
         and close it at once, so it stops waking the loop; rest if there is no spare."""
         if self._spare is None:
-            self._rest()
+            self._rest(listener)
             return
         os.close(self._spare)
         self._spare = None
         try:
-            conn, _ = self.sock.accept()
+            conn, _ = listener.accept()
         except OSError:
             pass
         else:
             refuse(conn, "the supervisor is out of file descriptors; try again")
         self._spare = open_spare()
         if self._spare is None:
-            self._rest()
+            self._rest(listener)
 
-    def _rest(self) -> None:
-        if self._timers is None or self._poller is None or self._resting:
+    def _rest(self, listener: socket.socket) -> None:
+        fd = listener.fileno()
+        if self._timers is None or self._poller is None or fd in self._resting:
             return
-        self._resting = True
-        self._poller.pause(self.sock)
-        self._timers.call_at(self._clock() + ACCEPT_PAUSE, self._wake)
+        self._resting.add(fd)
+        self._poller.pause(listener)
+        self._timers.call_at(self._clock() + ACCEPT_PAUSE, partial(self._wake, listener))
 
-    def _wake(self) -> None:
-        self._resting = False
-        if self._poller is not None and self.sock.fileno() >= 0:
+    def _wake(self, listener: socket.socket) -> None:
+        self._resting.discard(listener.fileno())
+        if self._poller is not None and listener.fileno() >= 0:
             if self._spare is None:
                 self._spare = open_spare()
-            self._poller.resume(self.sock)
+            self._poller.resume(listener)
 
     def _on_client(self, client: _Client) -> None:
         if client.closed:
@@ -335,7 +357,7 @@ class ControlServer:
         if client.access is not Access.FULL and request.get("command") != "status":
             self._answer(client, {"ok": False, "error": "permission denied: only root or the "
                                                         "service's user may change the fleet "
-                                                        "(status is every user's)"})
+                                                        "(others may ask for status)"})
             return
         client.phase = Phase.WAITING
         client.request = request
@@ -411,13 +433,26 @@ class ControlServer:
     def close(self) -> None:
         for client in list(self.clients.values()):
             self._close(client)
-        if self._poller is not None:
-            self._poller.unregister(self.sock)
-        self.sock.close()
+        for listener in self._listeners():
+            if self._poller is not None:
+                self._poller.unregister(listener)
+            listener.close()
         if self._spare is not None:
             os.close(self._spare)
             self._spare = None
-        with contextlib.suppress(OSError):
-            os.unlink(self.path)
+        for path in (self.path, self.status_path):
+            with contextlib.suppress(OSError):
+                os.unlink(path)
 
 
+
+
+def _take_listener(fd: object, path: str) -> socket.socket:
+    """The listening socket at `path` an earlier image of the process left open as `fd`."""
+    sock = socket.socket(fileno=int(fd))  # type: ignore[call-overload]
+    if sock.family != socket.AF_UNIX or sock.getsockname() != path:
+        sock.detach()
+        raise ValueError(f"fd {fd} is not {path}")
+    sock.set_inheritable(False)
+    sock.setblocking(False)
+    return sock

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import shutil
@@ -209,8 +210,8 @@ print(json.loads(s.makefile().readline()).get("error") or "answered")
 """
 
 
-def test_the_control_socket_refuses_other_users(swarm):
-    # A runtime directory every user may traverse: only the socket and the server may say no.
+def test_other_users_read_status_and_change_nothing(swarm):
+    # A runtime directory every user may traverse: only the sockets and the server may say no.
     runtime = Path(tempfile.mkdtemp(prefix="swarmd-access-", dir="/tmp"))
     os.chmod(runtime, 0o755)
     try:
@@ -218,26 +219,50 @@ def test_the_control_socket_refuses_other_users(swarm):
         s.wait_ready()
         path = s.runtime / "control.sock"
         assert path.stat().st_mode & 0o777 == 0o600
+        assert (s.runtime / "status.sock").stat().st_mode & 0o777 == 0o666
         os.chmod(s.runtime, 0o755)
         nobody = pwd.getpwnam("nobody")
 
-        def probe(command: str, as_nobody: bool) -> str:
-            def drop() -> None:
-                os.setgroups([])
-                os.setgid(nobody.pw_gid)
-                os.setuid(nobody.pw_uid)
-            result = subprocess.run(["/usr/bin/python3", "-c", _PROBE, str(path), command],
+        def drop() -> None:
+            os.setgroups([])
+            os.setgid(nobody.pw_gid)
+            os.setuid(nobody.pw_uid)
+
+        def probe(command: str, as_nobody: bool, at: Path = path) -> str:
+            result = subprocess.run(["/usr/bin/python3", "-c", _PROBE, str(at), command],
                                     capture_output=True, text=True, timeout=30,
                                     preexec_fn=drop if as_nobody else None)
             return result.stdout.strip() or result.stderr
 
+        def cli(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([sys.executable, "-m", "swarmd", *args, "--runtime-dir",
+                                   str(s.runtime)], capture_output=True, text=True,
+                                  timeout=30, preexec_fn=drop, cwd="/")
+
         assert probe("status", as_nobody=False) == "answered"  # the probe itself works
         assert probe("status", as_nobody=True) == "refused by the file mode"
-        # With the mode opened up by an operator, the peer's uid is still checked
+        # `swarmd status` finds the read-only socket; a change is refused with the reason.
+        table = cli("status")
+        assert table.returncode == 0, table.stderr
+        assert table.stdout.startswith(f"swarmd (pid {s.proc.pid}): 1/1 healthy")
+        assert json.loads(cli("status", "--json").stdout)["nodes"][0]["id"] == 0
+        quiet = cli("quiet")
+        assert quiet.returncode == 1
+        assert "permission denied" in quiet.stderr and "only root" in quiet.stderr
+        # status.sock answers status only, whoever asks (root included).
+        status_path = s.runtime / "status.sock"
+        assert probe("quiet", False, at=status_path).startswith("permission denied")
+        assert probe("status", False, at=status_path) == "answered"
+        # With control.sock opened up by an operator, the peer's uid is still checked
         # (SO_PEERCRED): status is read-only and answered, a change is refused.
         os.chmod(path, 0o666)
         assert probe("status", as_nobody=True) == "answered"
         assert probe("quiet", as_nobody=True).startswith("permission denied: only root")
+        # A runtime directory closed to others (RuntimeDirectoryMode=0700): a clear line.
+        os.chmod(s.runtime, 0o700)
+        closed = cli("status")
+        assert closed.returncode == 4  # LSB: insufficient privilege
+        assert "RuntimeDirectoryMode" in closed.stderr, closed.stderr
         assert s.status()["mode"] == "running"
     finally:
         shutil.rmtree(runtime, ignore_errors=True)

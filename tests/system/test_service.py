@@ -3,6 +3,7 @@ watchdog, and two template instances side by side."""
 
 from __future__ import annotations
 
+import subprocess
 import time
 
 import pytest
@@ -68,6 +69,13 @@ def test_swarmd_status_talks_to_the_default_instance(swarmd: Swarmd) -> None:
     refused = swarmd.c.run(*other, "quiet", check=False)
     assert refused.returncode == 1 and "permission denied" in refused.stderr, refused
     assert swarmd.status()["mode"] == "running"
+    # Any other user reads status through the read-only status.sock (under PrivateUsers=yes
+    # the service sees them as nobody; the runtime directory's mode decides who gets there).
+    assert swarmd.c.run("stat", "-c", "%a", "/run/swarmd/status.sock").stdout.strip() == "666"
+    table = swarmd.c.run(*other, "status", check=False)
+    assert table.returncode == 0, table
+    assert table.stdout.splitlines()[0] == f"swarmd (pid {pid}): 2/2 healthy, 0 restarts"
+    assert len(table.stdout.splitlines()) == 4
 
 
 def test_reload_returns_after_every_node_was_replaced(swarmd: Swarmd) -> None:
@@ -250,3 +258,39 @@ def test_template_instances_run_side_by_side(units: Container) -> None:
     finally:
         a.reset()
         b.reset()
+
+
+def test_status_is_for_the_units_group_when_the_runtime_directory_says_so(
+        swarmd: Swarmd) -> None:
+    # The operator's way to close status to everyone but a group: Group= names a static group
+    # and RuntimeDirectoryMode=0750; systemd sets the directory's owner and mode from outside
+    # the unit's user namespace, so it holds under PrivateUsers=yes.
+    c = swarmd.c
+    c.run("groupadd", "--system", "swarmd-ops")
+    for user, groups in (("operator1", ["--groups", "swarmd-ops"]), ("outsider", [])):
+        c.run("useradd", "--system", "--no-create-home", "--user-group", *groups, user)
+    dropin = "swarmd.service.d/60-status-group.conf"
+    c.install_unit(dropin, "[Service]\nGroup=swarmd-ops\nRuntimeDirectoryMode=0750\n")
+    try:
+        swarmd.start(nodes=1)
+        pid = swarmd.main_pid()
+        assert c.run("stat", "-c", "%a %G", "/run/swarmd").stdout.split() == ["750",
+                                                                              "swarmd-ops"]
+
+        def as_user(user: str, *args: str) -> subprocess.CompletedProcess[str]:
+            return c.run("setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups",
+                         SWARMD, *args, check=False)
+
+        member = as_user("operator1", "status")
+        assert member.returncode == 0, member
+        assert member.stdout.splitlines()[0] == f"swarmd (pid {pid}): 1/1 healthy, 0 restarts"
+        quiet = as_user("operator1", "quiet")
+        assert quiet.returncode == 1 and "permission denied" in quiet.stderr, quiet
+        other = as_user("outsider", "status")
+        assert other.returncode == 4, other
+        assert "RuntimeDirectoryMode" in other.stderr, other
+        assert swarmd.status()["mode"] == "running"
+    finally:
+        swarmd.reset()
+        c.run("rm", f"/run/systemd/system/{dropin}")
+        c.systemctl("daemon-reload")

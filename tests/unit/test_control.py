@@ -324,6 +324,76 @@ def test_the_socket_is_private_to_its_user(loop: Loop) -> None:
     assert os.stat(loop.server.path).st_mode & 0o777 == 0o600
 
 
+def ask_at(loop: Loop, path: str, command: str) -> dict[str, Any]:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(path)
+    sock.settimeout(5)
+    sock.sendall(json.dumps({"command": command}).encode() + b"\n")
+    loop.turn()
+    try:
+        return read_reply(sock)
+    finally:
+        sock.close()
+
+
+def test_the_status_socket_answers_status_to_anyone_and_nothing_else(loop: Loop) -> None:
+    loop.replies["quiet"] = {"ok": True, "message": "quieted"}
+    loop.server.open_status()  # registered at once in a running loop
+    status_path = loop.server.status_path
+    assert os.path.basename(status_path) == "status.sock"
+    assert os.stat(status_path).st_mode & 0o777 == 0o666
+    assert ask_at(loop, status_path, "status") == {"ok": True}
+    refused = ask_at(loop, status_path, "quiet")
+    assert not refused["ok"] and refused["error"].startswith("permission denied")
+    assert loop.requests == [{"command": "status"}]  # the handler never saw the quiet
+    assert ask_at(loop, loop.server.path, "quiet") == {"ok": True, "message": "quieted"}
+    assert loop.server.status_sock is not None
+    assert loop.server.status_sock.fileno() in loop.server.fds()
+    loop.server.close()
+    assert not os.path.exists(status_path) and not os.path.exists(loop.server.path)
+    loop.server.close = lambda: None  # type: ignore[method-assign]
+
+
+def test_the_status_socket_crosses_an_exec_with_the_control_socket(loop: Loop) -> None:
+    loop.server.open_status()
+    assert loop.server.status_sock is not None
+    inode = os.stat(loop.server.status_path).st_ino
+    state = json.loads(json.dumps(loop.server.export()))
+    assert os.get_inheritable(state["status_listen"])
+    new = ControlServer.adopt(state, lambda req, reply: reply({"ok": True, "new": 1}))
+    poller = Poller()
+    new.register(poller, Timers())
+    assert new.status_sock is not None and new.status_sock.fileno() == state["status_listen"]
+    assert not os.get_inheritable(state["status_listen"])
+    new.open_status()  # already adopted: nothing is made again
+    assert os.stat(new.status_path).st_ino == inode
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(new.status_path)
+    sock.settimeout(5)
+    sock.sendall(b'{"command": "status"}\n')
+    for _ in range(3):
+        poller.poll(0)
+    assert read_reply(sock) == {"ok": True, "new": 1}
+    sock.close()
+    loop.server.sock.detach()  # the old image's objects: their fds belong to `new` now
+    loop.server.status_sock.detach()
+    loop.server.close = lambda: None  # type: ignore[method-assign]
+    new.close()
+    poller.close()
+
+
+def test_an_export_without_a_status_socket_is_adopted_and_one_is_made(loop: Loop) -> None:
+    state = json.loads(json.dumps(loop.server.export()))
+    del state["status_listen"]  # what an image of swarmd before status.sock hands over
+    new = ControlServer.adopt(state, lambda req, reply: reply({"ok": True}))
+    assert new.status_sock is None
+    new.open_status()
+    assert os.stat(new.status_path).st_mode & 0o777 == 0o666
+    loop.server.sock.detach()
+    loop.server.close = lambda: None  # type: ignore[method-assign]
+    new.close()
+
+
 # --- hand-over across exec -------------------------------------------------------------------
 
 
