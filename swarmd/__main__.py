@@ -34,11 +34,13 @@ def main() -> int:
             # The config and app are tried in a child from here on, while this process
             # imports the supervisor: both take tens of milliseconds of every start.
             from swarmd.candidate.trial import Trial
+            from swarmd.node.heartbeat import BeatTable
 
-            trial = Trial(path)
+            beats = BeatTable.create()  # before the loader's fork: its nodes beat there
+            trial = Trial(path, beats=beats)
             from swarmd.supervisor.launch import start
 
-            return start(path, trial)
+            return start(path, trial, beats)
     from swarmd.cli import main as cli_main
 
     return cli_main()

@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # imported at the first use of node.metrics: the supervisor n
     import weakref
 
     from swarmd.metrics.node import Registry
+    from swarmd.node.heartbeat import BeatWriter
 
 # Seconds between two sends of a node's changed metrics, with a report or by the flusher thread:
 # counters add up in the node meanwhile, so the supervisor parses a node's series this often
@@ -32,7 +33,8 @@ class Node:
 
     def __init__(self, node_id: int, generation: int, health_fd: int,
                  log: logging.Logger | None = None, supervisor_pid: int | None = None,
-                 after_first_report: Callable[[], None] | None = None) -> None:
+                 after_first_report: Callable[[], None] | None = None,
+                 beats: BeatWriter | None = None) -> None:
         self.id = node_id
         self.generation = generation
         self.stopping = threading.Event()  # set on SIGTERM: finish up and return
@@ -48,6 +50,8 @@ class Node:
         self.metrics_interval = METRICS_FLUSH_INTERVAL
         self._flushed_at = 0.0  # monotonic time metrics last went out
         self._flusher_stop = threading.Event()  # set when nobody listens any more
+        self._beats = beats  # where a 0 after a 0 goes instead of the pipe (node.heartbeat)
+        self._sent: int | None = None  # the last code written whole to the pipe
 
     @property
     def metrics(self) -> Registry:
@@ -78,13 +82,20 @@ class Node:
         with self._lock:
             if self._pending is not None:
                 code = max(code, self._pending)
-            if self._outbox or (self._metrics is not None and self._metrics.dirty
-                                and time.monotonic() - self._flushed_at >= self.metrics_interval):
+            metrics_due = self._metrics is not None and self._metrics.dirty \
+                and time.monotonic() - self._flushed_at >= self.metrics_interval
+            if code == 0 and self._sent == 0 and self._beats is not None and not self._outbox \
+                    and not metrics_due:
+                if self._beats.beat(time.monotonic()):
+                    self._pending = None  # a 0 that waited for room: the beat says it
+                    return  # nothing new for the supervisor: it looks when it needs to
+                self._beats = None  # the entry is another node's: the pipe from now on
+            if self._outbox or metrics_due:
                 self._write(b"%d\n" % code, code)
             else:  # no metrics: the one short write of old, at its old cost
                 try:
                     os.write(self._fd, b"%d\n" % code)
-                    self._pending = None
+                    self._pending, self._sent = None, code
                 except BlockingIOError:
                     self._pending = code
                 except OSError:  # BrokenPipeError included: the supervisor is gone
@@ -127,6 +138,8 @@ class Node:
             if body:
                 metrics.sent(len(body))  # type: ignore[union-attr]
             self._pending, self._outbox = None, b""
+            if line:
+                self._sent = code
             return
         if written < len(head):
             outbox = head[written:]
@@ -140,7 +153,7 @@ class Node:
             self._pending = code
         else:  # the code's line was cut: its rest goes first, the code is on its way
             outbox += line[done:]
-            self._pending = None
+            self._pending, self._sent = None, code
         self._outbox = outbox
 
     def _start_flusher(self) -> None:

@@ -37,11 +37,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     if os.environ.get("SWARMD_HANDOVER_FD"):  # the end of a deploy: the new code, same process
         return launch.resume()
     from swarmd.candidate.trial import Trial
+    from swarmd.node.heartbeat import BeatTable
     from swarmd.systemd import activation
 
     activation.take()  # before the first fork: the loader's nodes get the sockets too
+    beats = BeatTable.create()  # before it too: the loader's nodes beat there
     path = config_path(args.config)
-    return launch.start(path, Trial(path))
+    return launch.start(path, Trial(path, beats=beats), beats)
 
 
 def cmd_candidate(args: argparse.Namespace) -> int:
@@ -50,24 +52,26 @@ def cmd_candidate(args: argparse.Namespace) -> int:
     from swarmd.node.spawn import NodeLimits
 
     return serve(args.fd, args.supervisor_pid, args.config, args.journal,
-                 NodeLimits.from_arg(args.limits), args.cgroups)
+                 NodeLimits.from_arg(args.limits), args.cgroups, args.beats)
 
 def _ask(args: argparse.Namespace, payload: dict[str, object], timeout: float | None
-         ) -> dict[str, object] | None:
-    from swarmd.control import request
+         ) -> dict[str, object] | int:
+    """The supervisor's reply, or (told on stderr) the LSB exit code for why there is none:
+    3 not running or unreachable, 4 insufficient privilege."""
+    from swarmd.control import ControlDenied, request
 
     directory = args.runtime_dir or runtime_dir(args.instance)
     try:
         return request(directory, payload, timeout)
     except ControlError as exc:
         warn(f"swarmd: {exc}")
-        return None
+        return 4 if isinstance(exc, ControlDenied) else 3
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     reply = _ask(args, {"command": "status"}, 10.0)
-    if reply is None:
-        return 3  # LSB: program is not running
+    if isinstance(reply, int):
+        return reply
     if not reply.get("ok", True):
         warn(f"swarmd: {reply.get('error')}")
         return 4  # LSB: insufficient privilege (or another refusal, told above)
@@ -93,7 +97,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_reload(args: argparse.Namespace) -> int:
     reply = _ask(args, {"command": "reload"}, None)
-    if reply is None:
+    if isinstance(reply, int):
         return 1
     print(reply.get("message") or reply.get("error"), file=sys.stderr)
     return 0 if reply.get("ok") else 1
@@ -101,7 +105,7 @@ def cmd_reload(args: argparse.Namespace) -> int:
 
 def cmd_scale(args: argparse.Namespace) -> int:
     reply = _ask(args, {"command": "scale", "nodes": args.nodes}, 10.0)
-    if reply is None:
+    if isinstance(reply, int):
         return 1
     print(reply.get("message") or reply.get("error"), file=sys.stderr)
     return 0 if reply.get("ok") else 1
@@ -109,7 +113,7 @@ def cmd_scale(args: argparse.Namespace) -> int:
 
 def cmd_quiet(args: argparse.Namespace) -> int:
     reply = _ask(args, {"command": "quiet"}, 10.0)
-    if reply is None:
+    if isinstance(reply, int):
         return 1
     print(reply.get("message") or reply.get("error"), file=sys.stderr)
     return 0 if reply.get("ok") else 1
@@ -187,6 +191,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--limits", default="-,-")
     p.add_argument("--journal", action="store_true")
     p.add_argument("--cgroups")
+    p.add_argument("--beats", type=int)
     p.add_argument("-c", "--config", required=True)
     p.set_defaults(func=cmd_candidate)
     return top

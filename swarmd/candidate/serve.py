@@ -17,11 +17,12 @@ from swarmd.candidate.channel import Channel
 from swarmd.candidate.load import load_version
 from swarmd.candidate.wire import ChannelClosed, Kind
 from swarmd.node import child
+from swarmd.node.heartbeat import BeatTable
 from swarmd.node.spawn import NodeLimits, Recipe, spawn_through_intermediate
 
 
 def main(fd: int, supervisor_pid: int, config_path: str, journal: bool,
-         limits: NodeLimits, cgroups: str | None = None) -> int:
+         limits: NodeLimits, cgroups: str | None = None, beats_fd: int | None = None) -> int:
     child.prctl_pdeathsig(signal.SIGKILL)
     if os.getppid() != supervisor_pid:
         return 1  # the supervisor is already gone
@@ -40,7 +41,8 @@ def main(fd: int, supervisor_pid: int, config_path: str, journal: bool,
         recipe = Recipe(app=loaded.app, command=loaded.config.command,
                         env=dict(loaded.config.env), journal=journal, limits=limits,
                         supervisor_pid=supervisor_pid, output=loaded.config.output,
-                        cgroups=cgroups, app_name=loaded.config.app)
+                        cgroups=cgroups, app_name=loaded.config.app,
+                        beats=BeatTable.open(beats_fd) if beats_fd is not None else None)
         serve(channel, recipe)
     except ChannelClosed:
         pass  # the supervisor is done with this version
@@ -55,7 +57,8 @@ def serve(channel: Channel, recipe: Recipe) -> None:
                 continue
             slot, generation = int(message["slot"]), int(message["generation"])
             try:
-                spec = recipe.spec(slot, generation, fds, [channel.fileno()])  # type: ignore[arg-type]
+                spec = recipe.spec(slot, generation, fds, [channel.fileno(), *(  # type: ignore[arg-type]
+                    recipe.beats.fds if recipe.beats is not None else [])])
 
                 def announce(pid: int, slot: int = slot, generation: int = generation) -> None:
                     channel.send(Kind.SPAWNED, slot=slot, generation=generation, pid=pid)

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
     from swarmd.candidate.channel import Channel
     from swarmd.config import Config
+    from swarmd.node.heartbeat import BeatTable
     from swarmd.node.spawn import Forked
 
 CONFIG_TIME_LIMIT = 10.0  # seconds to read and check a config file
@@ -59,7 +60,8 @@ class TrialResult:
                 and self.import_seconds > config.nodes * FLEET_WAIT_PER_NODE)
 
 
-def _run_child(path: str, sock_fd: int, fleet: bool) -> None:  # pragma: no cover - child
+def _run_child(path: str, sock_fd: int, fleet: bool,
+               beats: BeatTable | None) -> None:  # pragma: no cover - child
     import ctypes
     import signal
     import socket
@@ -83,15 +85,15 @@ def _run_child(path: str, sock_fd: int, fleet: bool) -> None:  # pragma: no cove
         channel = Channel(socket.socket(fileno=sock_fd))
         loaded = load_version(path, channel.send, throwaway=True, freeze=fleet)
         if loaded is not None and fleet:
-            _fork_the_fleet(channel, loaded.config, loaded.app)
+            _fork_the_fleet(channel, loaded.config, loaded.app, beats)
     except BaseException:  # noqa: BLE001 - the parent reads what was sent, or the silence
         code = 1
     finally:
         os._exit(code)
 
 
-def _fork_the_fleet(channel: Channel, config: Config,
-                    app: object) -> None:  # pragma: no cover - runs in the child
+def _fork_the_fleet(channel: Channel, config: Config, app: object,
+                    beats: BeatTable | None) -> None:  # pragma: no cover - runs in the child
     """After GO: every node of the config, forked here, announced with its pipes."""
     from swarmd.candidate.wire import Kind
     from swarmd.node.spawn import Forked, Recipe, node_limits, spawn_first_batch
@@ -103,7 +105,8 @@ def _fork_the_fleet(channel: Channel, config: Config,
     recipe = Recipe(app=app, command=config.command, env=dict(config.env),
                     journal=bool(go.get("journal")), limits=node_limits(),
                     supervisor_pid=os.getppid(), output=config.output,
-                    cgroups=go.get("cgroups") or None, app_name=config.app)  # type: ignore[arg-type]
+                    cgroups=go.get("cgroups") or None, app_name=config.app,  # type: ignore[arg-type]
+                    beats=beats)
 
     def announce(result: Forked | OSError, node_id: int) -> None:
         if isinstance(result, Forked):
@@ -114,16 +117,17 @@ def _fork_the_fleet(channel: Channel, config: Config,
                          reason=f"fork failed: {result.strerror or result}")
 
     spawn_first_batch([(slot_id, 0) for slot_id in config.node_ids], recipe,
-                      [channel.fileno()], announce)  # type: ignore[arg-type]
+                      [channel.fileno(), *(beats.fds if beats else [])],
+                      announce)  # type: ignore[arg-type]
 
 
 class Trial:
     """A load running in a throwaway child, started now and waited for later: the caller
     does its own work (importing the supervisor) while the child reads and imports.
     `fleet`: the child forks the fleet after GO (the first start), else it ends once loaded
-    (`swarmd check`)."""
+    (`swarmd check`); `beats`: the supervisor's heartbeat table, which its nodes beat in."""
 
-    def __init__(self, path: str, fleet: bool = True) -> None:
+    def __init__(self, path: str, fleet: bool = True, beats: BeatTable | None = None) -> None:
         import socket
 
         self.path = path
@@ -137,7 +141,7 @@ class Trial:
             os.dup2(out_w, 1)  # what the config's app prints while imported: to the parent
             os.dup2(out_w, 2)
             os.close(out_w)
-            _run_child(path, theirs.detach(), fleet)
+            _run_child(path, theirs.detach(), fleet, beats)
         theirs.close()
         os.close(out_w)
         ours.setblocking(False)

@@ -10,7 +10,9 @@ the host). A double-forked daemon leaves the descendants; only a cgroup keeps it
 Bounded by design, for a loop that must never stall: a tick visits at most `per_tick` nodes
 (CPU for each: a read or three), and PSS, the expensive read (~0.2 ms for an idle 15 MB node,
 more for a big one: the kernel walks its page tables), is rationed by a token bucket to
-`memory_share` of one core. tick() says when it wants to run next.
+`memory_share` of one core. And bounded in total, whatever the fleet's size: the ticks are
+spaced so that all of it costs at most `share` of one core (a big fleet's figures are then
+older: every node is still visited in turn). tick() says when it wants to run next.
 """
 
 from __future__ import annotations
@@ -29,6 +31,10 @@ PER_TICK = 8  # nodes visited per tick: a tick costs ~8 x 40 us, plus rationed P
 MEMORY_SHARE = 0.0005  # of one core, at most, for memory reads (PSS); what sets its pace
 MEMORY_BURST = 0.004  # seconds of memory reads a tick may spend when the bucket is full
 MIN_INTERVAL = 0.1
+# Of one core, at most, for all the sampling: a fleet at rest costs its supervisor about as
+# much as its reports do (bench/run.py, idle CPU); more where limits.memory needs fresh PSS.
+SHARE = 0.0002
+SHARE_FOR_LIMITS = 0.001
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _READ = os.O_RDONLY | os.O_CLOEXEC
 
@@ -67,13 +73,15 @@ class Sampler:
     def __init__(self, tree: CgroupTree | None, *, cpu_period: float = CPU_PERIOD,
                  memory_period: float = MEMORY_PERIOD, per_tick: int = PER_TICK,
                  memory_share: float = MEMORY_SHARE, memory_burst: float = MEMORY_BURST,
-                 proc: str = "/proc", clock: Callable[[], float] = time.perf_counter) -> None:
+                 share: float = SHARE, proc: str = "/proc",
+                 clock: Callable[[], float] = time.perf_counter) -> None:
         self.tree = tree
         self.cpu_period = cpu_period
         self.memory_period = memory_period
         self.per_tick = per_tick
         self.memory_share = memory_share
         self.memory_burst = memory_burst
+        self.share = share
         self.proc = proc
         self._clock = clock  # measures what memory reads cost, for the bucket
         self._tracks: dict[int, _Track] = {}
@@ -130,6 +138,7 @@ class Sampler:
             earned = (now - self._last_tick) * self.memory_share
             self._tokens = min(self.memory_burst, self._tokens + max(0.0, earned))
         self._last_tick = now
+        tick_started = self._clock()
         fresh: list[int] = []
         memory_interval = self.memory_interval()
         for _ in range(min(self.per_tick, len(self._queue))):
@@ -147,7 +156,8 @@ class Sampler:
                 self._tokens -= cost
                 self._memory_cost += (cost - self._memory_cost) * (
                     0.2 if self._memory_cost else 1.0)
-        return Tick(self.interval(), fresh)
+        spent = self._clock() - tick_started
+        return Tick(max(self.interval(), spent / self.share), fresh)
 
     # ---- one node ------------------------------------------------------------------------
 

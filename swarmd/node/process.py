@@ -107,7 +107,8 @@ class NodeProcess:
         self.liveness: Timer | None = None  # the one boot/report deadline check
         self.version = 0  # which of the supervisor's versions (config and app) it runs
         self.drain_started_at: float | None = None
-        self.reports = 0  # reports read from it (for the metrics' totals)
+        self.reports = 0  # reports read from it and its heartbeats (for the metrics' totals)
+        self.beats_seen = 0  # of its heartbeats, those counted in `reports`
         self.cpu_seconds: float | None = None  # its own CPU time, known once it is reaped
 
     @classmethod
@@ -120,6 +121,18 @@ class NodeProcess:
             os.set_blocking(fd, False)
         return cls(node_id, generation, pid, pidfd, health_r, out_r, err_r, started_at,
                    is_command)
+
+    def take_beats(self, beats: tuple[int, float] | None) -> None:
+        """Fold in its heartbeat entry (swarmd.node.heartbeat): `(beats, time of the last)`,
+        None when it has none. Each beat is a report of code 0; beats only ever follow a 0
+        read from the pipe, so the code stays what it is."""
+        if beats is None or self.last_report_at is None:
+            return
+        count, at = beats
+        if count > self.beats_seen:
+            self.reports += count - self.beats_seen
+            self.beats_seen = count
+            self.last_report_at = max(self.last_report_at, at)
 
     def restore_outputs(self, output_fds: dict[int, int]) -> None:
         """The output pipes still open (fd -> journal priority), across a re-exec."""

@@ -8,6 +8,7 @@ only reads its messages from the loop, non-blocking, and kills it when its time 
 from __future__ import annotations
 
 import enum
+import fcntl
 import os
 import signal
 import socket
@@ -17,6 +18,7 @@ from typing import Any, NamedTuple
 from swarmd.candidate.channel import Channel
 from swarmd.candidate.wire import ChannelClosed, Kind
 from swarmd.config import Config, from_data
+from swarmd.node.heartbeat import BeatTable
 from swarmd.node.process import NodeProcess
 from swarmd.node.spawn import NodeLimits, NodePipes
 from swarmd.systemd import activation
@@ -69,10 +71,12 @@ class Candidate:
 
     @classmethod
     def start(cls, entry: list[str], config_path: str, *, journal: bool, limits: NodeLimits,
-              now: float, cgroups: str | None = None) -> Candidate:
+              now: float, cgroups: str | None = None, beats: BeatTable | None = None
+              ) -> Candidate:
         """posix_spawn (no copy of the supervisor's memory) of the swarmd entry point, with
         one end of a socket pair as fd 3 (after the listening sockets of a socket-activated
-        unit, which it passes on to its nodes) and no other fd of ours (close-on-exec)."""
+        unit, which it passes on to its nodes), the heartbeat table's memfd after it, and no
+        other fd of ours (close-on-exec)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         channel_fd = CANDIDATE_FD + activation.count()  # after the sockets its nodes inherit
         argv = [*entry, "_candidate", "--fd", str(channel_fd), "--supervisor-pid",
@@ -81,16 +85,22 @@ class Candidate:
             argv.append("--journal")
         if cgroups:
             argv += ["--cgroups", cgroups]
+        actions = [(os.POSIX_SPAWN_DUP2, theirs.fileno(), channel_fd)]
+        beats_fd = None
+        if beats is not None:  # from above both targets: no dup2 may clobber its source
+            beats_fd = fcntl.fcntl(beats.fd, fcntl.F_DUPFD_CLOEXEC, channel_fd + 2)
+            argv += ["--beats", str(channel_fd + 1)]
+            actions.append((os.POSIX_SPAWN_DUP2, beats_fd, channel_fd + 1))
         try:
-            pid = os.posix_spawn(sys.executable, argv, os.environ,
-                                 file_actions=[(os.POSIX_SPAWN_DUP2, theirs.fileno(),
-                                                channel_fd)],
+            pid = os.posix_spawn(sys.executable, argv, os.environ, file_actions=actions,
                                  setsigmask=set(),
                                  setsigdef=(signal.SIGHUP, signal.SIGTSTP, signal.SIGTTIN,
                                             signal.SIGTERM, signal.SIGINT, signal.SIGQUIT,
                                             signal.SIGCHLD, signal.SIGPIPE, signal.SIGXFSZ))
         finally:
             theirs.close()
+            if beats_fd is not None:
+                os.close(beats_fd)
         pidfd = os.pidfd_open(pid)
         ours.setblocking(False)
         return cls(pid, pidfd, Channel(ours), now)

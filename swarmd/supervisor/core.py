@@ -23,6 +23,7 @@ from swarmd.loop.poller import Poller
 from swarmd.loop.timers import Timer, Timers
 from swarmd.node import titles
 from swarmd.node.apps import PreloadError, load_app
+from swarmd.node.heartbeat import BeatTable
 from swarmd.node.process import NodeProcess, StopReason
 from swarmd.node.spawn import Forked, NodeLimits, Recipe, become_subreaper, prepare_supervisor
 from swarmd.supervisor.fleet import Fleet
@@ -57,7 +58,8 @@ class Supervisor:
     def __init__(self, config: Config, *, sink: Sink | None = None,
                  notifier: Notifier | None = None, limits: NodeLimits | None = None,
                  signals: SignalQueue | None = None, exec_argv: list[str] | None = None,
-                 entry: list[str] | None = None, resources: Resources | None = None) -> None:
+                 entry: list[str] | None = None, resources: Resources | None = None,
+                 beats: BeatTable | None = None) -> None:
         self.clock = time.monotonic
         self.timers = Timers()
         self.poller = Poller()
@@ -69,10 +71,12 @@ class Supervisor:
         self.exec_argv = exec_argv or list(getattr(sys, "orig_argv", []))
         self._entry = entry
         self.resources = Resources.discover() if resources is None else resources
+        self.beats = beats  # the fleet's heartbeat table (swarmd.node.heartbeat), if any
         self.telemetry = Telemetry(config.metrics)
         self.fleet = Fleet(config, self._recipe(config, None), sink=self.sink, owner=self,
                            poller=self.poller, timers=self.timers, clock=self.clock,
-                           resources=self.resources, telemetry=self.telemetry)
+                           resources=self.resources, telemetry=self.telemetry,
+                           beats=self.beats)
         self.upkeep = Upkeep(self.fleet, self.resources, timers=self.timers, clock=self.clock,
                              emit=self.emit, busy=self._busy)
         self.deploy: Deploy | None = None
@@ -94,7 +98,8 @@ class Supervisor:
     def _recipe(self, config: Config, app: Any) -> Recipe:
         return Recipe(app=app, command=config.command, env=dict(config.env),
                       journal=self.journal, limits=self.limits, supervisor_pid=os.getpid(),
-                      output=config.output, cgroups=self.resources.base, app_name=config.app)
+                      output=config.output, cgroups=self.resources.base, app_name=config.app,
+                      beats=self.beats)
 
     @property
     def config(self) -> Config:
@@ -358,6 +363,7 @@ class Supervisor:
         from swarmd.metrics.exposition import FleetSample, NodeSample
 
         telemetry, resources = self.telemetry, self.resources
+        self.fleet.take_all_beats()
         nodes = []
         for slot_id in sorted(self.fleet.slots):
             slot = self.fleet.slots[slot_id]
@@ -385,6 +391,7 @@ class Supervisor:
         """A control-socket request: status, reload (answered when done) or quiet."""
         command = request.get("command")
         if command == "status":
+            self.fleet.take_all_beats()
             now = time.time()
             deploy = (self.deploy.in_progress() if self.deploy is not None
                       else self.last_deploy)
@@ -650,6 +657,7 @@ class Supervisor:
         pending = ([w.fd for w in self.pending_deploy if w is not None]
                    if self.pending_deploy is not None else None)
         control = self.control.export() if self.control is not None else None
+        self.fleet.take_all_beats()
         return {
             "version": __version__, "config": to_data(self.config),
             "limits": self.limits.to_data(), "import_seconds": self.import_seconds,
@@ -660,6 +668,7 @@ class Supervisor:
             "control": control,
             "slots": [handover.slot_state(slot) for slot in self.fleet.slots.values()],
             "telemetry": self.telemetry.to_state(),
+            "beats_fd": self.beats.fd if self.beats is not None else None,
         }
 
     def _restore(self, state: dict[str, Any]) -> None:
@@ -695,6 +704,8 @@ class Supervisor:
         if self.deploy is not None:
             fds.extend(self.deploy.fds())
         fds.extend(self.telemetry.fds())
+        if self.beats is not None:
+            fds.extend(self.beats.fds)
         sink_fds = getattr(self.sink, "fds", None)
         if sink_fds is not None:
             fds.extend(sink_fds())

@@ -151,7 +151,8 @@ class Deploy:
         now = self.fleet.clock()
         try:
             candidate = Candidate.start(self.entry, self.config_path, journal=self.journal,
-                                        limits=self.limits, now=now, cgroups=self.cgroups)
+                                        limits=self.limits, now=now, cgroups=self.cgroups,
+                                        beats=self.fleet.beats)
         except OSError as exc:
             self._finish(Result.REJECTED, [f"swarmd: cannot start the candidate process: "
                                            f"{exc.strerror or exc}"])

@@ -12,6 +12,7 @@ its timeouts and health table come from that version's config.
 
 from __future__ import annotations
 
+import math
 import signal
 from collections.abc import Callable
 from functools import partial
@@ -21,6 +22,7 @@ from swarmd.config import Config
 from swarmd.config.durations import format_duration
 from swarmd.loop.poller import Poller
 from swarmd.loop.timers import Timer, Timers
+from swarmd.node.heartbeat import BeatTable
 from swarmd.node.process import DRAIN_LIMIT, HEALTHY_ONE, ExitStatus, NodeProcess, State, StopReason
 from swarmd.node.spawn import Forked, Recipe, adopt_forked, spawn, spawn_batch
 from swarmd.supervisor import entries
@@ -58,6 +60,22 @@ def restart_reason(proc: NodeProcess | None) -> str:
     return "exited"
 
 
+
+# A node's deadline is checked on a grid of 1/LIVENESS_GRID of its timeout: a fleet's healthy
+# nodes share their checks' wake-ups (at most LIVENESS_GRID per timeout, whatever N).
+LIVENESS_GRID = 8
+
+
+def next_check(deadline: float, limit: float, now: float) -> float:
+    """When to look at a node again: the last grid point (limit/LIVENESS_GRID apart) before
+    its `deadline`, where one is still ahead; else the deadline itself, so that a node that
+    went silent is judged exactly on time."""
+    grid = limit / LIVENESS_GRID
+    if grid <= 0:
+        return deadline
+    point = math.floor(deadline / grid) * grid
+    return point if point > now else deadline
+
 class FleetOwner(Protocol):
     """What the fleet tells the one who owns it, and the one thing it asks."""
 
@@ -89,8 +107,10 @@ class Fleet:
 
     def __init__(self, config: Config, recipe: Recipe | None, *, sink: Sink, owner: FleetOwner,
                  poller: Poller, timers: Timers, clock: Callable[[], float],
-                 resources: Resources | None = None, telemetry: Telemetry | None = None) -> None:
+                 resources: Resources | None = None, telemetry: Telemetry | None = None,
+                 beats: BeatTable | None = None) -> None:
         self.versions: dict[int, Version] = {0: Version(config, recipe)}
+        self.beats = beats  # where app nodes beat while healthy (read when it matters)
         self.resources = resources or Resources.none()
         self.telemetry = telemetry or Telemetry(config.metrics)
         self.current = 0
@@ -362,10 +382,23 @@ class Fleet:
             proc.liveness.cancel()
         proc.liveness = self.timers.call_at(when, partial(self._check_liveness, proc))
 
+    def take_beats(self, proc: NodeProcess) -> None:
+        """What the node's heartbeat entry says since the last look."""
+        if self.beats is not None:
+            proc.take_beats(self.beats.read(proc.id, proc.pid))
+
+    def take_all_beats(self) -> None:
+        """Before the fleet is shown (status, a scrape) or handed over: every node's beats."""
+        if self.beats is not None:
+            for slot in self.slots.values():
+                if slot.proc is not None:
+                    self.take_beats(slot.proc)
+
     def _check_liveness(self, proc: NodeProcess) -> None:
         """Boot and report deadlines: a node silent too long is hung."""
         if not proc.alive or proc.term_sent_at is not None:
             return
+        self.take_beats(proc)
         t = self.config_of(proc).timeouts
         if proc.last_report_at is None:
             deadline, limit, what = proc.started_at + t.boot, t.boot, "no first report"
@@ -380,7 +413,7 @@ class Fleet:
             if proc.last_report_at is not None:
                 deadline, limit, what = proc.last_report_at + t.report, t.report, "no report"
         if now < deadline:
-            self._arm_liveness(proc, deadline)
+            self._arm_liveness(proc, next_check(deadline, limit, now))
             return
         name = "boot" if proc.last_report_at is None else "report"
         self.emit("node.hung", f"node {proc.id} is hung ({what} within timeouts.{name} = "
@@ -631,6 +664,9 @@ class Fleet:
             if last is not None and last.metrics is not None:
                 self.telemetry.app_metrics(proc.id, last.metrics, partial(self.emit, proc=proc))
             proc.close_health()
+        if self.beats is not None:
+            self.take_beats(proc)
+            self.beats.clear(proc.id, proc.pid)
         self.telemetry.ended(proc.id, proc.reports, proc.exit.short() if proc.exit else "?",
                              proc.cpu_seconds)
         for fd, priority in list(proc.output_fds.items()):

@@ -41,7 +41,7 @@ def proc_state(proc: NodeProcess) -> dict[str, Any]:
         "stop_reason": proc.stop_reason.value if proc.stop_reason else None,
         "stop_detail": proc.stop_detail, "term_sent_at": proc.term_sent_at,
         "killed": proc.killed, "drain_started_at": proc.drain_started_at,
-        "reports": proc.reports,
+        "reports": proc.reports, "beats_seen": proc.beats_seen,
         # a line half-written when the exec came is finished after it
         "health_partial": _b64(proc._health._partial),
         "output_partials": {str(fd): _b64(proc._splitters[fd]._partial)
@@ -65,6 +65,7 @@ def proc_from_state(data: dict[str, Any]) -> NodeProcess:
     proc.killed = data["killed"]
     proc.drain_started_at = data["drain_started_at"]
     proc.reports = int(data.get("reports", 0))
+    proc.beats_seen = int(data.get("beats_seen", 0))
     proc._health._partial = base64.b64decode(data["health_partial"])
     proc._health.at_line_start = not proc._health._partial
     for fd, partial in data["output_partials"].items():
@@ -94,6 +95,10 @@ def inherited_fds(state: dict[str, Any]) -> list[int]:
     control = state.get("control")
     fds = [control["listen"], *(client["fd"] for client in control["clients"])] \
         if control else []
+    if control and control.get("status_listen") is not None:
+        fds.append(control["status_listen"])
+    if state.get("beats_fd") is not None:
+        fds.append(state["beats_fd"])
     telemetry = state.get("telemetry") or {}
     if telemetry.get("listen_fd") is not None:
         fds.append(telemetry["listen_fd"])

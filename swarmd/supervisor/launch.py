@@ -16,6 +16,7 @@ from swarmd.supervisor.signals import SignalQueue
 if TYPE_CHECKING:
     from swarmd.candidate.trial import Trial, TrialResult
     from swarmd.control import ControlServer, Handler
+    from swarmd.node.heartbeat import BeatTable
     from swarmd.node.spawn import Forked
 
 EXIT_CONFIG = 78  # EX_CONFIG: systemd's RestartPreventExitStatus=78 stops a restart loop
@@ -30,7 +31,7 @@ def reject(path: str, result: TrialResult) -> Config | None:
     return result.config
 
 
-def start(path: str, trial: Trial) -> int:
+def start(path: str, trial: Trial, beats: BeatTable | None = None) -> int:
     """`swarmd run` with the config at `path`, whose trial load already runs in a child: the
     supervisor imports its modules meanwhile and takes the config; the loader forks the
     fleet while the supervisor imports the app for its own later forks."""
@@ -47,7 +48,7 @@ def start(path: str, trial: Trial) -> int:
     cfg = reject(path, result)
     if cfg is None:
         return 0 if result.stopped else EXIT_CONFIG
-    supervisor = Supervisor(cfg, signals=signals)
+    supervisor = Supervisor(cfg, signals=signals, beats=beats)
     if result.loader_forks:  # it forks the fleet while we import the app for our later forks
         trial.go(journal=supervisor.journal, cgroups=supervisor.resources.base)
     else:
@@ -93,19 +94,24 @@ def _kill(forked: list[Forked]) -> None:
 def resume() -> int:
     """The end of a deploy: this process re-executed itself into the new code; go on."""
     from swarmd.control import ControlServer
+    from swarmd.node.heartbeat import BeatTable
     from swarmd.supervisor import handover
     from swarmd.supervisor.core import Supervisor
 
     state = handover.take_state()
     assert state is not None
-    supervisor = Supervisor(from_data(state["config"]))
+    beats_fd = state.get("beats_fd")
+    supervisor = Supervisor(from_data(state["config"]),
+                            beats=BeatTable.open(beats_fd) if beats_fd is not None else None)
     if state.get("control"):
         try:
-            supervisor.attach_control(ControlServer.adopt(state["control"],
-                                                          supervisor.handle_request))
+            server = ControlServer.adopt(state["control"], supervisor.handle_request)
         except ControlError as exc:  # the fleet matters more than the socket: go on without
             warn(f"swarmd: warning: {exc}; swarmd status/reload/quiet will not reach this "
                  f"supervisor until it is restarted")
+        else:
+            open_status(server)  # adopted, or new where the image before had none
+            supervisor.attach_control(server)
     return supervisor.resume(state)
 
 
@@ -116,10 +122,23 @@ def open_control(directory: str, handler: Handler) -> ControlServer | None:
     from swarmd.control import ControlServer
 
     try:
-        return ControlServer(directory, handler)
+        server = ControlServer(directory, handler)
     except OSError as exc:
         reason = exc.strerror or str(exc)  # "AF_UNIX path too long" has no strerror
         warn(f"swarmd: warning: no control socket in {directory} ({reason}); swarmd "
              f"status/reload/quiet will not reach this supervisor; set RUNTIME_DIRECTORY to a "
              f"writable directory with a short path")
         return None
+    open_status(server)
+    return server
+
+
+def open_status(server: ControlServer) -> None:
+    """The read-only status socket beside the control socket; without it (one warning line)
+    only root and the service's user can ask for status."""
+    try:
+        server.open_status()
+    except (OSError, ControlError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        warn(f"swarmd: warning: no status socket at {server.status_path} ({reason}); only root "
+             f"and the service's user can run swarmd status")

@@ -15,7 +15,7 @@ import signal
 from typing import TYPE_CHECKING
 
 from swarmd.node import cgroups
-from swarmd.node.figures import Figures, Sampler, Tick
+from swarmd.node.figures import SHARE, SHARE_FOR_LIMITS, Figures, Sampler, Tick
 
 if TYPE_CHECKING:
     from swarmd.node.process import NodeProcess
@@ -102,7 +102,10 @@ class Resources:
                 return max(usec / 1e6, ended)
         return ended + self.sampler.cpu_seconds(slot_id)
 
-    def tick(self, now: float) -> Tick:
+    def tick(self, now: float, watch_memory: bool = False) -> Tick:
+        """Sample the next few nodes; `watch_memory` (limits.memory is set): a larger share of
+        a core, so that memory figures stay fresh enough to recycle on."""
+        self.sampler.share = SHARE_FOR_LIMITS if watch_memory else SHARE
         return self.sampler.tick(now)
 
     # ---- a node's end --------------------------------------------------------------------

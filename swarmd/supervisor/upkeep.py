@@ -56,8 +56,8 @@ class Upkeep:
 
     def _tick(self) -> None:
         now = self.clock()
-        tick = self.resources.tick(now)
         limits = self.fleet.config.limits
+        tick = self.resources.tick(now, watch_memory=limits.memory is not None)
         if limits.memory is not None:
             for slot_id in tick.memory:
                 slot = self.fleet.slots.get(slot_id)

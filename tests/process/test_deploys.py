@@ -3,10 +3,12 @@ a broken version is rejected or rolled back with the fleet whole on the old one.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -42,6 +44,7 @@ def test_a_deploy_puts_the_new_code_in_every_node_same_supervisor_pid(swarm, tmp
     s.wait_ready()
     wait_for(lambda: set(app.versions(s).values()) == {1}, 10, "every node on version 1")
     supervisor = s.pid
+    sockets = {name: (s.runtime / name).stat().st_ino for name in ("control.sock", "status.sock")}
     app.write(2)
     watch = Watch(s)
     result = _reload(s)
@@ -52,6 +55,13 @@ def test_a_deploy_puts_the_new_code_in_every_node_same_supervisor_pid(swarm, tmp
     assert app.versions(s) == {0: 2, 1: 2, 2: 2}
     status = s.status()
     assert status["pid"] == supervisor and s.proc.poll() is None
+    # Both sockets crossed the exec: the same files, still listened on.
+    assert {name: (s.runtime / name).stat().st_ino for name in sockets} == sockets
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(10)
+        sock.connect(str(s.runtime / "status.sock"))
+        sock.sendall(b'{"command": "status"}\n')
+        assert json.loads(sock.makefile().readline())["pid"] == supervisor
     assert set(children(supervisor)) >= set(_pids(s).values())
     assert status["deploy"]["result"] == "deployed"
     # Never more than one slot short, and the watchdog on time across the re-exec.

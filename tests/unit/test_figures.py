@@ -246,3 +246,24 @@ def test_pss_reads_are_rationed_to_memory_share(proc: FakeProc) -> None:
     assert 19 <= len(reads) <= 22  # 100 s x 1 ms/s of reads = 20 reads of 5 ms
     assert sorted(reads[:10]) == list(range(100, 110))  # each in turn, none twice before all
     assert sampler.memory_interval() == pytest.approx(10 * 0.005 / 0.001)
+
+
+def test_all_the_sampling_stays_within_its_share_of_a_core(tmp_path: Path) -> None:
+    """A tick whose reads cost 2 ms on the fake clock is followed by the next one no sooner than
+    2 ms / share: a fleet of any size costs its supervisor at most that share."""
+    clock = [0.0]
+
+    def costly() -> float:
+        clock[0] += 0.001
+        return clock[0]
+
+    sampler = many_nodes(tmp_path, 256)
+    sampler._clock = costly
+    sampler.share = 0.0002
+    spent_before = clock[0]
+    next_in = sampler.tick(0.0).next_in
+    spent = clock[0] - spent_before - 0.001  # from the reading that starts its own measure
+    assert next_in == pytest.approx(spent / 0.0002)
+    assert next_in > sampler.interval()  # the share, not the visiting pace, set it
+    sampler.share = 1.0  # a share no tick reaches: the visiting pace again
+    assert sampler.tick(100.0).next_in == pytest.approx(sampler.interval())
