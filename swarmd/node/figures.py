@@ -96,11 +96,17 @@ class Sampler:
             return MemorySource.MEMORY_CURRENT
         return MemorySource.PSS
 
-    def track(self, node_id: int, pid: int) -> None:
-        """A node (new, or a new generation of the slot) to sample from now on."""
+    def track(self, node_id: int, pid: int, started_at: float | None = None) -> None:
+        """A node (new, or a new generation of the slot) to sample from now on. `started_at`
+        (the loop's time of its fork): without cgroups its processes' CPU time was 0 then,
+        so its first visit already gives a percent (a cgroup's counts its slot's earlier
+        nodes too: there the first visit is the baseline)."""
         if node_id not in self._tracks:
             self._queue.append(node_id)
-        self._tracks[node_id] = _Track(pid)
+        track = _Track(pid)
+        if started_at is not None and self.tree is None:
+            track.cpu_total, track.cpu_read_at = 0.0, started_at
+        self._tracks[node_id] = track
 
     def forget(self, node_id: int) -> None:
         """The node is gone and its slot not refilled (a scale-down): stop sampling it."""

@@ -80,7 +80,7 @@ class Resources:
 
     def started(self, proc: NodeProcess) -> None:
         """A node forked: sample it; note its cgroup's OOM count (a later rise tells an OOM)."""
-        self.sampler.track(proc.id, proc.pid)
+        self.sampler.track(proc.id, proc.pid, proc.started_at)
         if self.tree is not None and self.tree.memory:
             self._oom_at_start[proc.pid] = self.tree.oom_kills(proc.id)
 

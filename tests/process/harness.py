@@ -23,6 +23,16 @@ REPO = Path(__file__).resolve().parents[2]
 APPS = REPO / "tests" / "apps"
 
 
+def status_field(pid: int, name: str) -> int:
+    """A number from /proc/PID/status: `VmRSS` (kB), `voluntary_ctxt_switches` (the times it
+    slept and was woken)."""
+    with open(f"/proc/{pid}/status") as handle:
+        for line in handle:
+            if line.startswith(name + ":"):
+                return int(line.split()[1])
+    raise AssertionError(f"no {name} in /proc/{pid}/status")
+
+
 def pid_alive(pid: int) -> bool:
     """True while pid exists and is not a zombie."""
     try:

@@ -16,7 +16,15 @@ from pathlib import Path
 import pytest
 
 from swarmd.node.process import NodeProcess
-from tests.process.harness import REPO, base_config, children, pid_alive, wait_for, zombies
+from tests.process.harness import (
+    REPO,
+    base_config,
+    children,
+    pid_alive,
+    status_field,
+    wait_for,
+    zombies,
+)
 
 
 def _fd_count(pid: int) -> int:
@@ -24,11 +32,7 @@ def _fd_count(pid: int) -> int:
 
 
 def _rss_kb(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as handle:
-        for line in handle:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
+    return status_field(pid, "VmRSS")
 
 
 def _started_lines(output: str, node_id: int) -> int:

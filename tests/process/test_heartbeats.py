@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 
-from tests.process.harness import Swarm, base_config, wait_for
+from tests.process.harness import Swarm, base_config, status_field, wait_for
 from tests.process.test_metrics import scrape, value
 
 PERIOD = "0.02"  # 50 reports a second per node
@@ -19,12 +19,7 @@ NODES = 4
 
 
 def wakeups(pid: int) -> int:
-    """Times the process went to sleep and was woken (voluntary context switches)."""
-    with open(f"/proc/{pid}/status") as handle:
-        for line in handle:
-            if line.startswith("voluntary_ctxt_switches:"):
-                return int(line.split()[1])
-    raise AssertionError("no voluntary_ctxt_switches")
+    return status_field(pid, "voluntary_ctxt_switches")
 
 
 def reports(s: Swarm) -> float:

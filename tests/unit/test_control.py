@@ -375,9 +375,7 @@ def test_the_status_socket_crosses_an_exec_with_the_control_socket(loop: Loop) -
         poller.poll(0)
     assert read_reply(sock) == {"ok": True, "new": 1}
     sock.close()
-    loop.server.sock.detach()  # the old image's objects: their fds belong to `new` now
-    loop.server.status_sock.detach()
-    loop.server.close = lambda: None  # type: ignore[method-assign]
+    drop_old_image(loop)
     new.close()
     poller.close()
 
@@ -389,12 +387,22 @@ def test_an_export_without_a_status_socket_is_adopted_and_one_is_made(loop: Loop
     assert new.status_sock is None
     new.open_status()
     assert os.stat(new.status_path).st_mode & 0o777 == 0o666
-    loop.server.sock.detach()
-    loop.server.close = lambda: None  # type: ignore[method-assign]
+    drop_old_image(loop)
     new.close()
 
 
 # --- hand-over across exec -------------------------------------------------------------------
+
+
+def drop_old_image(loop: Loop) -> None:
+    """After an export and an adopt: the old image's objects are only dropped, as exec drops
+    them (their fds belong to the adopter now; their close() would close them)."""
+    server = loop.server
+    server.clients.clear()
+    server.sock.detach()
+    if server.status_sock is not None:
+        server.status_sock.detach()
+    server.close = lambda: None  # type: ignore[method-assign]
 
 
 def test_export_then_adopt_keeps_the_socket_and_answers_a_waiting_request(
@@ -432,9 +440,7 @@ def test_export_then_adopt_keeps_the_socket_and_answers_a_waiting_request(
     assert answered == [{"command": "status"}, {"command": "status"}]
     for sock in (waiting, halfway, later):
         sock.close()
-    loop.server.clients.clear()  # the old image's objects: their fds belong to `new` now
-    loop.server.sock.detach()
-    loop.server.close = lambda: None  # type: ignore[method-assign]
+    drop_old_image(loop)
     new.close()
     poller.close()
 

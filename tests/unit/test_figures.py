@@ -267,3 +267,20 @@ def test_all_the_sampling_stays_within_its_share_of_a_core(tmp_path: Path) -> No
     assert next_in > sampler.interval()  # the share, not the visiting pace, set it
     sampler.share = 1.0  # a share no tick reaches: the visiting pace again
     assert sampler.tick(100.0).next_in == pytest.approx(sampler.interval())
+
+
+def test_without_cgroups_a_new_node_has_a_cpu_figure_at_its_first_visit(
+        proc: FakeProc) -> None:
+    # Its processes' CPU time was 0 at its fork: one reading gives the percent since then.
+    proc.process(100, ticks=CLK_TCK, children=())  # 1 s of CPU
+    sampler = Sampler(None, proc=str(proc.root))
+    sampler.track(7, pid=100, started_at=6.0)
+    sampler.tick(10.0)
+    assert sampler.figures(7).cpu == pytest.approx(25.0)  # 1 s in 4 s
+    # With a cgroup, whose count includes the slot's earlier nodes, the first visit is only
+    # the baseline.
+    sampler = Sampler(CgroupTree(str(proc.root / "unit")), proc=str(proc.root))
+    sampler.track(7, pid=100, started_at=6.0)
+    assert sampler.tree is not None
+    sampler.tick(10.0)
+    assert sampler.figures(7).cpu is None
