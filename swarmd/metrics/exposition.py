@@ -95,7 +95,7 @@ def render_fleet(sample: FleetSample, out: list[str]) -> None:
               "The node's last health code (0 healthy); absent before its first report.",
               [(n.id, n.health_code) for n in nodes])
     _per_node(out, "swarmd_node_reports_total", "counter",
-              "Health reports read from the slot's nodes.",
+              "Health reports of the slot's nodes (a healthy node's heartbeats included).",
               [(n.id, n.reports) for n in nodes])
     _per_node(out, "swarmd_node_generation", "gauge",
               "Restarts of the slot so far: the generation of its running node.",
