@@ -12,7 +12,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from swarmd.config.health import MAX_CODE
 
@@ -20,12 +20,17 @@ if TYPE_CHECKING:  # imported at the first use of node.metrics: the supervisor n
     import weakref
 
     from swarmd.metrics.node import Registry
-    from swarmd.node.heartbeat import BeatWriter
 
 # Seconds between two sends of a node's changed metrics, with a report or by the flusher thread:
 # counters add up in the node meanwhile, so the supervisor parses a node's series this often
 # however often it reports (Prometheus scrapes every 15 s or so), and all of it as the node ends.
 METRICS_FLUSH_INTERVAL = 5.0
+
+
+class Heartbeat(Protocol):
+    """Where a 0 after a 0 goes instead of the pipe (swarmd.node.heartbeat.BeatWriter)."""
+
+    def beat(self, now: float) -> bool: ...
 
 
 class Node:
@@ -34,7 +39,7 @@ class Node:
     def __init__(self, node_id: int, generation: int, health_fd: int,
                  log: logging.Logger | None = None, supervisor_pid: int | None = None,
                  after_first_report: Callable[[], None] | None = None,
-                 beats: BeatWriter | None = None) -> None:
+                 beats: Heartbeat | None = None) -> None:
         self.id = node_id
         self.generation = generation
         self.stopping = threading.Event()  # set on SIGTERM: finish up and return
@@ -50,7 +55,7 @@ class Node:
         self.metrics_interval = METRICS_FLUSH_INTERVAL
         self._flushed_at = 0.0  # monotonic time metrics last went out
         self._flusher_stop = threading.Event()  # set when nobody listens any more
-        self._beats = beats  # where a 0 after a 0 goes instead of the pipe (node.heartbeat)
+        self._beats = beats
         self._sent: int | None = None  # the last code written whole to the pipe
 
     @property
