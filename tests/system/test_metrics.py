@@ -45,10 +45,11 @@ def test_the_endpoint_serves_the_fleet_under_the_shipped_sandbox(swarmd: Swarmd)
 
 def test_healthy_nodes_beat_under_the_shipped_sandbox(swarmd: Swarmd) -> None:
     # The heartbeat table (a memfd shared with the nodes) works under the unit's seccomp filter
-    # and user namespace: 3 nodes reporting 10 times a second are counted in full while the
-    # supervisor is woken a handful of times (its watchdog ping every 5 s, our requests).
-    swarmd.start(nodes=3, env={"TESTAPP_PERIOD": "0.1"},
-                 metrics={"listen": f"127.0.0.1:{PORT}"})
+    # and user namespace: 3 nodes reporting 5 times a second (the test app reads its period
+    # at import, which preload does in the supervisor: BASE_CONFIG's 0.2 s) are counted in full
+    # while the supervisor is woken a handful of times (its watchdog ping every 5 s, our
+    # requests).
+    swarmd.start(nodes=3, metrics={"listen": f"127.0.0.1:{PORT}"})
     swarmd.wait_healthy(3)
     pid = swarmd.main_pid()
     fds = swarmd.c.run("ls", "-l", f"/proc/{pid}/fd").stdout
@@ -66,6 +67,6 @@ def test_healthy_nodes_beat_under_the_shipped_sandbox(swarmd: Swarmd) -> None:
     counted, woken = reports(), wakeups()
     swarmd.c.run("sleep", "3")  # the window measured: nothing of ours wakes the supervisor
     woken, counted = wakeups() - woken, reports() - counted
-    assert counted >= 45, counted  # ~90 reports in 3 s
+    assert counted >= 30, counted  # ~45 reports in 3 s
     assert woken < 15, (woken, counted)
     assert all(n["report_age"] < 1.0 for n in swarmd.nodes().values())
