@@ -26,18 +26,13 @@ def main() -> int:
         from swarmd.stdio import ensure_std_fds
 
         ensure_std_fds()  # before the first pipe: it must not get fd 0, 1 or 2
-        from swarmd.systemd import activation
-
-        activation.take()  # a .socket unit's sockets, before the first fork (the loader's)
         path = _plain_run(sys.argv[2:])
         if path is not None and not os.environ.get("SWARMD_HANDOVER_FD"):
             # The config and app are tried in a child from here on, while this process
             # imports the supervisor: both take tens of milliseconds of every start.
-            from swarmd.candidate.trial import Trial
-            from swarmd.node.heartbeat import BeatTable
+            from swarmd.candidate.trial import first_start
 
-            beats = BeatTable.create()  # before the loader's fork: its nodes beat there
-            trial = Trial(path, beats=beats)
+            trial, beats = first_start(path)
             from swarmd.supervisor.launch import start
 
             return start(path, trial, beats)

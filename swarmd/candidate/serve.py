@@ -57,8 +57,7 @@ def serve(channel: Channel, recipe: Recipe) -> None:
                 continue
             slot, generation = int(message["slot"]), int(message["generation"])
             try:
-                spec = recipe.spec(slot, generation, fds, [channel.fileno(), *(  # type: ignore[arg-type]
-                    recipe.beats.fds if recipe.beats is not None else [])])
+                spec = recipe.spec(slot, generation, fds, [channel.fileno()])  # type: ignore[arg-type]
 
                 def announce(pid: int, slot: int = slot, generation: int = generation) -> None:
                     channel.send(Kind.SPAWNED, slot=slot, generation=generation, pid=pid)

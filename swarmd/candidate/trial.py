@@ -117,8 +117,19 @@ def _fork_the_fleet(channel: Channel, config: Config, app: object,
                          reason=f"fork failed: {result.strerror or result}")
 
     spawn_first_batch([(slot_id, 0) for slot_id in config.node_ids], recipe,
-                      [channel.fileno(), *(beats.fds if beats else [])],
-                      announce)  # type: ignore[arg-type]
+                      [channel.fileno()], announce)  # type: ignore[arg-type]
+
+
+def first_start(path: str) -> tuple[Trial, BeatTable | None]:
+    """A first start's beginning, before the supervisor's modules are imported: a .socket
+    unit's sockets taken and the fleet's heartbeat table made (the loader's nodes get both),
+    then the loader forked to read `path` and import its app."""
+    from swarmd.node.heartbeat import BeatTable
+    from swarmd.systemd import activation
+
+    activation.take()
+    beats = BeatTable.create()
+    return Trial(path, beats=beats), beats
 
 
 class Trial:

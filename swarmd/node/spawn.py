@@ -202,10 +202,14 @@ class Recipe(NamedTuple):
     app_name: str = ""  # for the titles
     beats: BeatTable | None = None  # the fleet's heartbeat entries (app nodes beat there)
 
+    def closed_in_nodes(self, fds: list[int]) -> list[int]:
+        """`fds` and the heartbeat table's: a node keeps only its mapping of the table."""
+        return fds if self.beats is None else [*fds, *self.beats.fds]
+
     def spec(self, node_id: int, generation: int, write_ends: tuple[int, int, int],
              close_fds: list[int], reparent_from: int | None = None) -> child.ChildSpec:
-        return self.spec_with_runs(node_id, generation, write_ends, fd_runs(close_fds),
-                                   reparent_from)
+        return self.spec_with_runs(node_id, generation, write_ends,
+                                   fd_runs(self.closed_in_nodes(close_fds)), reparent_from)
 
     def spec_with_runs(self, node_id: int, generation: int, write_ends: tuple[int, int, int],
                        close_runs: list[tuple[int, int]], reparent_from: int | None = None,
@@ -285,7 +289,7 @@ def spawn_batch(nodes: list[tuple[int, int]], recipe: Recipe, close_fds: list[in
     start more than the forks did. Each child closes the pipes of the nodes forked before it:
     they come from the lowest free fds, so they mostly extend one run of fds."""
     flush_std_streams()
-    runs = fd_runs(close_fds)
+    runs = fd_runs(recipe.closed_in_nodes(close_fds))
     results: list[Forked | OSError] = []
     for node_id, generation in nodes:
         try:
@@ -320,7 +324,7 @@ def spawn_first_batch(nodes: list[tuple[int, int]], recipe: Recipe, close_fds: l
     flush_std_streams()
     gate_r, gate_w = os.pipe2(os.O_CLOEXEC)
     os.set_inheritable(gate_r, True)
-    runs = fd_runs([*close_fds, gate_w])
+    runs = fd_runs(recipe.closed_in_nodes([*close_fds, gate_w]))
     me = os.getpid()
     for node_id, generation in nodes:
         try:

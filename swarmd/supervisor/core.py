@@ -704,8 +704,6 @@ class Supervisor:
         if self.deploy is not None:
             fds.extend(self.deploy.fds())
         fds.extend(self.telemetry.fds())
-        if self.beats is not None:
-            fds.extend(self.beats.fds)
         sink_fds = getattr(self.sink, "fds", None)
         if sink_fds is not None:
             fds.extend(sink_fds())
