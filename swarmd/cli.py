@@ -36,14 +36,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if os.environ.get("SWARMD_HANDOVER_FD"):  # the end of a deploy: the new code, same process
         return launch.resume()
-    from swarmd.candidate.trial import Trial
-    from swarmd.node.heartbeat import BeatTable
-    from swarmd.systemd import activation
+    from swarmd.candidate.trial import first_start
 
-    activation.take()  # before the first fork: the loader's nodes get the sockets too
-    beats = BeatTable.create()  # before it too: the loader's nodes beat there
     path = config_path(args.config)
-    return launch.start(path, Trial(path, beats=beats), beats)
+    return launch.start(path, *first_start(path))
 
 
 def cmd_candidate(args: argparse.Namespace) -> int:
@@ -95,28 +91,26 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_reload(args: argparse.Namespace) -> int:
-    reply = _ask(args, {"command": "reload"}, None)
+def _change(args: argparse.Namespace, payload: dict[str, object],
+            timeout: float | None) -> int:
+    """A command that changes the fleet: its answer (or error) on stderr, exit 0 or 1."""
+    reply = _ask(args, payload, timeout)
     if isinstance(reply, int):
         return 1
     print(reply.get("message") or reply.get("error"), file=sys.stderr)
     return 0 if reply.get("ok") else 1
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    return _change(args, {"command": "reload"}, None)  # as long as the deploy takes
 
 
 def cmd_scale(args: argparse.Namespace) -> int:
-    reply = _ask(args, {"command": "scale", "nodes": args.nodes}, 10.0)
-    if isinstance(reply, int):
-        return 1
-    print(reply.get("message") or reply.get("error"), file=sys.stderr)
-    return 0 if reply.get("ok") else 1
+    return _change(args, {"command": "scale", "nodes": args.nodes}, 10.0)
 
 
 def cmd_quiet(args: argparse.Namespace) -> int:
-    reply = _ask(args, {"command": "quiet"}, 10.0)
-    if isinstance(reply, int):
-        return 1
-    print(reply.get("message") or reply.get("error"), file=sys.stderr)
-    return 0 if reply.get("ok") else 1
+    return _change(args, {"command": "quiet"}, 10.0)
 
 
 def cmd_install(args: argparse.Namespace) -> int:
