@@ -210,35 +210,53 @@ class Sampler:
 # ---- /proc readers: os-level reads, a missing process is skipped ---------------------------
 
 
-def _read(path: str, size: int = 4096) -> bytes | None:
+def _read(path: str, size: int | None = 4096) -> bytes | None:
+    """The file's first `size` bytes (None: all of it); None if it cannot be read."""
     try:
         fd = os.open(path, _READ)
     except OSError:
         return None
     try:
-        return os.read(fd, size)
+        if size is not None:
+            return os.read(fd, size)
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
     except OSError:
         return None
     finally:
         os.close(fd)
 
 
+def children_of(pid: int | str, proc: str = "/proc",
+                size: int | None = 4096) -> list[int] | None:
+    """The direct children of `pid` (`self` too), zombies included, through the `children`
+    file of each of its threads (a child forked by a thread is listed there, not under the
+    main thread), each read up to `size` bytes (None: whole). None if it is gone."""
+    try:
+        threads = os.listdir(f"{proc}/{pid}/task")
+    except OSError:
+        return None
+    found: list[int] = []
+    for tid in threads:
+        children = _read(f"{proc}/{pid}/task/{tid}/children", size)
+        if children:
+            found.extend(int(child) for child in children.split())
+    return found
+
+
 def descendants(pid: int, proc: str = "/proc") -> list[int]:
-    """`pid` and every process below it, through the `children` file of each of its threads
-    (a child forked by a thread is listed there, not under the main thread). [] if it is gone."""
+    """`pid` and every process below it (children_of, walked). [] if it is gone."""
     found: list[int] = []
     todo = [pid]
     while todo and len(found) < 4096:  # a fork bomb cannot make this walk endless
         current = todo.pop()
-        try:
-            threads = os.listdir(f"{proc}/{current}/task")
-        except OSError:
+        children = children_of(current, proc)
+        if children is None:
             continue
         found.append(current)
-        for tid in threads:
-            children = _read(f"{proc}/{current}/task/{tid}/children")
-            if children:
-                todo.extend(int(child) for child in children.split())
+        todo.extend(children)
     return found
 
 

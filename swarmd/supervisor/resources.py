@@ -15,7 +15,7 @@ import signal
 from typing import TYPE_CHECKING
 
 from swarmd.node import cgroups
-from swarmd.node.figures import SHARE, SHARE_FOR_LIMITS, Figures, Sampler, Tick
+from swarmd.node.figures import SHARE, SHARE_FOR_LIMITS, Figures, Sampler, Tick, children_of
 
 if TYPE_CHECKING:
     from swarmd.node.process import NodeProcess
@@ -155,19 +155,9 @@ class Resources:
 
 
 def children() -> list[int]:
-    """This process's children, zombies included."""
-    found: list[int] = []
-    try:
-        tasks = os.listdir("/proc/self/task")
-    except OSError:
-        return found
-    for task in tasks:
-        try:
-            with open(f"/proc/self/task/{task}/children") as handle:
-                found.extend(int(pid) for pid in handle.read().split())
-        except OSError:
-            pass
-    return found
+    """This process's children, zombies included (every one: a node's leftovers may be
+    many)."""
+    return children_of("self", size=None) or []
 
 
 def _marks(pid: int) -> tuple[int, int] | None:
