@@ -60,7 +60,6 @@ def restart_reason(proc: NodeProcess | None) -> str:
     return "exited"
 
 
-
 # A node's deadline is checked on a grid of 1/LIVENESS_GRID of its timeout: a fleet's healthy
 # nodes share their checks' wake-ups (at most LIVENESS_GRID per timeout, whatever N).
 LIVENESS_GRID = 8
@@ -75,6 +74,7 @@ def next_check(deadline: float, limit: float, now: float) -> float:
         return deadline
     point = math.floor(deadline / grid) * grid
     return point if point > now else deadline
+
 
 class FleetOwner(Protocol):
     """What the fleet tells the one who owns it, and the one thing it asks."""
