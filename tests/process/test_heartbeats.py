@@ -33,7 +33,7 @@ def watch_at_rest(s: Swarm, seconds: float = 3.0) -> tuple[float, int]:
     meanwhile; then every node must be running and fresh."""
     counted = reports(s)
     woken = wakeups(s.pid)
-    time.sleep(seconds)  # the window measured: nothing of ours may wake the supervisor in it
+    time.sleep(seconds)  # ok-sleep: the window measured, nothing of ours wakes it
     woken = wakeups(s.pid) - woken
     counted = reports(s) - counted
     print(f"{counted:.0f} reports counted, {woken} supervisor wake-ups in {seconds:g} s")
